@@ -1,0 +1,51 @@
+"""A trained classifier as pure functions: the contract between the models and the XAI module.
+
+``Classifier`` is a pytree (its Flax variables are leaves, the module is static), so it can be
+passed straight into ``jax.jit``-ed functions without retracing for new weights of the same shape.
+All functions run in inference mode: BatchNorm uses its running statistics and dropout is off,
+so every example's output depends on that example alone.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+from flax import struct
+
+from mnistxai.models import CNN
+
+
+@struct.dataclass
+class Classifier:
+    """A CNN with its variables ``{'params': ..., 'batch_stats': ...}``.
+
+    Inputs ``x`` are float32 (B, 28, 28, 1) in [0, 1].
+    """
+
+    variables: dict
+    model: CNN = struct.field(pytree_node=False, default_factory=CNN)
+
+    def logits(self, x: jax.Array) -> jax.Array:
+        """Logits (B, 10)."""
+        return self.model.apply(self.variables, x)
+
+    def features(self, x: jax.Array, layer: str = "block3") -> jax.Array:
+        """Activations of ``layer`` (default block 3: (B, 7, 7, 128)); see ``mnistxai.models``."""
+        return self.model.apply(self.variables, x, layer, method=CNN.forward_to)
+
+    def head(self, a: jax.Array, layer: str = "block3") -> jax.Array:
+        """Logits (B, 10) from the activations ``a`` of ``layer``: ``head(features(x)) == logits(x)``."""
+        return self.model.apply(self.variables, a, layer, method=CNN.forward_from)
+
+    def with_activation(self, activation: Callable[[jax.Array], jax.Array]) -> "Classifier":
+        """The same weights with every ReLU replaced by ``activation`` (guided backprop, etc.)."""
+        return self.replace(model=self.model.clone(activation=activation))
+
+    @property
+    def params(self):
+        return self.variables["params"]
+
+    @property
+    def batch_stats(self):
+        return self.variables["batch_stats"]
