@@ -1,0 +1,101 @@
+"""All orbax-checkpoint code of the project: atomic save, restore, and ``load_classifier``.
+
+A training work dir holds two checkpoint folders, each with one step kept::
+
+    WORKDIR/checkpoints/latest/<step>/{state,config,metrics}   # written every epoch (and on Ctrl-C)
+    WORKDIR/checkpoints/best/<step>/{state,config,metrics}     # the best test accuracy so far
+
+``state`` is a pytree of arrays (params, batch_stats, optimizer state, step, RNG key data),
+``config`` the training configuration and ``metrics`` that epoch's metrics, both JSON. Orbax
+writes each step to a temporary folder and renames it when complete, so a crash mid-save leaves
+the previous checkpoint intact. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from mnistxai.classifier import Classifier
+from mnistxai.models import CNN
+
+ITEMS = ("state", "config", "metrics")
+logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+
+
+class CheckpointError(RuntimeError):
+    """A missing, incomplete or unreadable checkpoint (the message names it)."""
+
+
+def _manager(directory: Path, create: bool = True) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create, enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
+
+
+def save(directory: str | Path, step: int, state: Any, config: dict, metrics: dict) -> None:
+    """Atomically write ``state`` (a pytree of arrays), ``config`` and ``metrics`` as ``step``."""
+    with _manager(Path(directory)) as manager:
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(config),
+            metrics=ocp.args.JsonSave(metrics)), force=True)
+        manager.wait_until_finished()
+
+
+def latest_step(directory: str | Path) -> int | None:
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    with _manager(directory, create=False) as manager:
+        return manager.latest_step()
+
+
+def restore(directory: str | Path, template: Any = None) -> tuple[Any, dict, dict]:
+    """``(state, config, metrics)`` of the newest step in ``directory``.
+
+    With ``template`` (a pytree of arrays of the right structure, shapes and dtypes) the state is
+    restored into that structure; without it, as nested dicts of arrays.
+    """
+    directory = Path(directory)
+    step = latest_step(directory)
+    if step is None:
+        raise CheckpointError(f"no checkpoint in {directory}")
+    state_args = ocp.args.StandardRestore(template) if template is not None else ocp.args.StandardRestore()
+    try:
+        with _manager(directory, create=False) as manager:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=state_args, config=ocp.args.JsonRestore(), metrics=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for damaged files; report one readable line
+        raise CheckpointError(f"checkpoint {directory}/{step} is unreadable or incomplete: "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    return restored["state"], restored["config"], restored["metrics"]
+
+
+def resolve_checkpoint_dir(path: str | Path, which: str = "best") -> Path:
+    """Accept a work dir (uses ``checkpoints/<which>``), a ``checkpoints`` folder, or a checkpoint folder."""
+    path = Path(path)
+    for candidate in (path / "checkpoints" / which, path / which, path):
+        if latest_step(candidate) is not None:
+            return candidate
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist")
+    raise CheckpointError(f"no checkpoint found in {path} (expected {path}/checkpoints/{which}/<step>)")
+
+
+def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
+    """The trained CNN of a work dir as a ``Classifier`` (pure ``logits``/``features``/``head``).
+
+    Args:
+      workdir: what ``train_mnist.py --workdir`` wrote (or a checkpoint folder inside it).
+      which: ``"best"`` (highest test accuracy, default) or ``"latest"``.
+    """
+    state, config, _ = restore(resolve_checkpoint_dir(workdir, which))
+    if config.get("model", "cnn") != "cnn":
+        raise CheckpointError(f"{workdir} holds a {config.get('model')!r} model, not the CNN classifier")
+    model = CNN(**config.get("model_kwargs", {}))
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    return Classifier(jax.tree_util.tree_map(jax.numpy.asarray, variables), model)

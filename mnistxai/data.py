@@ -1,0 +1,189 @@
+"""MNIST and Fashion-MNIST as NumPy arrays, from local IDX files first and the network last.
+
+``load(dataset, split, data_dir)`` looks in this order and uses the first source that has the data:
+
+1. ``data_dir`` (the scripts' ``--data-dir``);
+2. the ``MNISTXAI_DATA_DIR`` environment variable;
+3. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
+4. a tensorflow-datasets copy already prepared on disk (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``);
+5. a tensorflow-datasets download, tried only when the download host answers within seconds.
+
+A local folder holds the four standard IDX files, gzipped or not, named either
+``train-images-idx3-ubyte[.gz]`` or ``train-images.idx3-ubyte[.gz]`` (likewise ``train-labels``,
+``t10k-images``, ``t10k-labels``). Every file is checked (magic number, dimensions, length): a
+truncated or corrupt file raises ``DataError`` naming it, never returns garbage.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("mnist", "fashion_mnist")
+SPLITS = ("train", "test")
+ENV_VAR = "MNISTXAI_DATA_DIR"
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+_PREFIX = {"train": "train", "test": "t10k"}
+_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+class DataError(RuntimeError):
+    """Missing, unreadable or corrupt dataset files (the message says which and what to do)."""
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (gzipped if it ends in ``.gz``) of unsigned bytes.
+
+    Checks the magic number (0x00 0x00 0x08 ndim), the dimensions and that the payload is exactly
+    ``prod(dims)`` bytes long. Raises ``DataError`` naming the file otherwise.
+    """
+    path = Path(path)
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"cannot read {path}: {e} (corrupt or truncated file?)") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DataError(f"{path}: not an IDX file (bad magic number)")
+    if raw[2] != 0x08:
+        raise DataError(f"{path}: IDX data type 0x{raw[2]:02x} is not unsigned byte (0x08)")
+    ndim = raw[3]
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise DataError(f"{path}: expected {expected_ndim} dimensions, the header says {ndim}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated header")
+    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    size = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != size:
+        raise DataError(f"{path}: header promises {size} bytes of data for shape {dims}, "
+                        f"file has {len(raw) - header} (truncated or corrupt)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzipped if ``path`` ends in ``.gz``). For tests and tools."""
+    path = Path(path)
+    array = np.ascontiguousarray(array, np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def _find_file(folder: Path, prefix: str, kind: str) -> Path | None:
+    ndim = 3 if kind == "images" else 1
+    for sep in ("-", "."):
+        for ext in (".gz", ""):
+            candidate = folder / f"{prefix}-{kind}{sep}idx{ndim}-ubyte{ext}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_idx_folder(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(images, labels)`` from a folder of IDX files, or None if the folder lacks that split."""
+    folder = Path(folder)
+    prefix = _PREFIX[split]
+    image_file = _find_file(folder, prefix, "images")
+    label_file = _find_file(folder, prefix, "labels")
+    if image_file is None or label_file is None:
+        return None
+    images = read_idx(image_file, expected_ndim=3)
+    labels = read_idx(label_file, expected_ndim=1)
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{image_file}: images are {images.shape[1:]}, expected 28x28")
+    if len(images) != len(labels):
+        raise DataError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
+    if labels.max(initial=0) > 9:
+        raise DataError(f"{label_file}: labels must be 0..9, found {labels.max()}")
+    return images, labels.astype(np.int32)
+
+
+def _tfds_data_dir() -> Path:
+    return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
+
+
+def _tfds_prepared(dataset: str) -> bool:
+    return any((_tfds_data_dir() / dataset).glob("*/dataset_info.json"))
+
+
+def _host_reachable(host_port=_DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(host_port, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_tfds(dataset: str, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Read (and if ``download``, first fetch) a dataset through tensorflow-datasets, without TensorFlow."""
+    import tensorflow_datasets as tfds  # slow import; only on this path
+
+    builder = tfds.builder(dataset, data_dir=str(_tfds_data_dir()), file_format="array_record")
+    if download:
+        builder.download_and_prepare()
+    source = builder.as_data_source(split=split)
+    examples = [source[i] for i in range(len(source))]
+    images = np.stack([np.asarray(e["image"], np.uint8).reshape(28, 28) for e in examples])
+    labels = np.asarray([e["label"] for e in examples], np.int32)
+    return images, labels
+
+
+def _missing_message(dataset: str, split: str, looked: list[str]) -> str:
+    prefix = _PREFIX[split]
+    return (f"{dataset} ({split}) not found (looked in: {', '.join(looked) or 'nowhere'}) and the "
+            f"download host is unreachable. Put {prefix}-images-idx3-ubyte.gz and "
+            f"{prefix}-labels-idx1-ubyte.gz in a folder and pass --data-dir FOLDER or set {ENV_VAR}=FOLDER"
+            + (" (or: apt-get install dataset-fashion-mnist)" if dataset == "fashion_mnist" else ""))
+
+
+def load(dataset: str = "mnist", split: str = "train", data_dir: str | os.PathLike | None = None,
+         download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Load a dataset split as ``(images uint8 (N, 28, 28), labels int32 (N,))``.
+
+    Args:
+      dataset: ``"mnist"`` or ``"fashion_mnist"``.
+      split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
+      data_dir: a folder of IDX files; when given it is the only local folder consulted.
+      download: allow the tensorflow-datasets download as a last resort (only when the host answers).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if data_dir is not None:
+        folders = [Path(data_dir)]
+    else:
+        folders = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
+        if dataset == "fashion_mnist":
+            folders.append(DEBIAN_FASHION_DIR)
+    for folder in folders:
+        if data_dir is not None and not folder.is_dir():
+            raise DataError(f"data folder {folder} does not exist")
+        found = load_idx_folder(folder, split) if folder.is_dir() else None
+        if found is not None:
+            return found
+    if data_dir is not None:
+        raise DataError(f"no {split} IDX files for {dataset} in {data_dir} "
+                        f"(expected {_PREFIX[split]}-images-idx3-ubyte[.gz] and {_PREFIX[split]}-labels-idx1-ubyte[.gz])")
+    looked = [str(f) for f in folders]
+    if _tfds_prepared(dataset):
+        return _load_tfds(dataset, split, download=False)
+    looked.append(str(_tfds_data_dir()))
+    if download and _host_reachable():
+        return _load_tfds(dataset, split, download=True)
+    raise DataError(_missing_message(dataset, split, looked))
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 28, 28, 1) in [0, 1]."""
+    return (np.asarray(images, np.float32) / 255.0)[..., None]
