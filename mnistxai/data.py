@@ -3,7 +3,8 @@
 ``load(dataset, split, data_dir)`` looks in this order and uses the first source that has the data:
 
 1. ``data_dir`` (the scripts' ``--data-dir``);
-2. the ``MNISTXAI_DATA_DIR`` environment variable;
+2. the ``MNISTXAI_DATA_DIR`` environment variable (MNIST in the folder itself or in ``mnist/``,
+   Fashion-MNIST only in ``fashion_mnist/`` below it: IDX files do not say which dataset they hold);
 3. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
 4. a tensorflow-datasets copy already prepared on disk (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``);
 5. a tensorflow-datasets download, tried only when the download host answers within seconds.
@@ -108,6 +109,19 @@ def load_idx_folder(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, 
     return images, labels.astype(np.int32)
 
 
+def _env_folders(dataset: str) -> list[Path]:
+    """Folders that ``$MNISTXAI_DATA_DIR`` offers for ``dataset``.
+
+    IDX files do not say which dataset they hold, so the variable's folder itself serves MNIST
+    only; either dataset may also sit in a subfolder named after it (``mnist/``, ``fashion_mnist/``).
+    """
+    root = os.environ.get(ENV_VAR)
+    if not root:
+        return []
+    root = Path(root)
+    return [root / dataset] + ([root] if dataset == "mnist" else [])
+
+
 def _tfds_data_dir() -> Path:
     return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
 
@@ -163,7 +177,7 @@ def load(dataset: str = "mnist", split: str = "train", data_dir: str | os.PathLi
     if data_dir is not None:
         folders = [Path(data_dir)]
     else:
-        folders = [Path(os.environ[ENV_VAR])] if os.environ.get(ENV_VAR) else []
+        folders = _env_folders(dataset)
         if dataset == "fashion_mnist":
             folders.append(DEBIAN_FASHION_DIR)
     for folder in folders:

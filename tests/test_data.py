@@ -95,6 +95,14 @@ def test_env_var_is_used(tmp_path, monkeypatch):
     np.testing.assert_array_equal(data.load("mnist", "test")[0], images)
 
 
+def test_env_var_folder_is_not_taken_for_fashion_mnist(tmp_path, monkeypatch):
+    _write_split(tmp_path, "test")  # MNIST files at the top
+    (tmp_path / "fashion_mnist").mkdir()
+    fashion, _ = _write_split(tmp_path / "fashion_mnist", "test", n=4)
+    monkeypatch.setenv(data.ENV_VAR, str(tmp_path))
+    np.testing.assert_array_equal(data.load("fashion_mnist", "test")[0], fashion)
+
+
 def test_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path))  # empty folder
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # nothing prepared
