@@ -1,0 +1,145 @@
+"""Pieces every method shares: the result type, target handling and the chunked loops.
+
+Every method is written per example (``one(x_i, t_i, key_i)``) and mapped over the batch with
+``over_examples``; its inner loop (path steps, noise samples, masks, channels) goes through
+``sample_sum`` or ``chunked_map``. One ``chunk_size`` bounds memory everywhere: it is the largest
+number of images the model sees in one pass (examples per pass x samples per pass).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+DEFAULT_CHUNK = 256
+
+LogitsFn = Callable[[jax.Array], jax.Array]
+
+
+@struct.dataclass
+class Explanation:
+    """What every method returns.
+
+    Attributes:
+      attributions: (B, H, W) in the dtype of x (float32 from ``explain``), one map per example (the channel axis reduced as the
+        method documents; MNIST has one channel, so it is just squeezed).
+      targets: int32 (B,), the class explained for each example.
+      extras: method-specific arrays with a leading batch axis (e.g. IG's ``convergence_delta``).
+    """
+
+    attributions: jax.Array
+    targets: jax.Array
+    extras: dict = struct.field(default_factory=dict)
+
+
+def reduce_channels(a: jax.Array, signed: bool) -> jax.Array:
+    """(..., H, W, C) -> (..., H, W): sum of signed maps, max |.| of unsigned ones (Simonyan 2014)."""
+    return a.sum(-1) if signed else jnp.abs(a).max(-1)
+
+
+def target_or_argmax(logits: jax.Array, target: Optional[jax.Array]) -> jax.Array:
+    """The given target, or the predicted class of a single example's logits (K,)."""
+    return jnp.argmax(logits).astype(jnp.int32) if target is None else target.astype(jnp.int32)
+
+
+def one_hot_rows(target: jax.Array, rows: int, classes: int, dtype) -> jax.Array:
+    """(rows, classes) cotangent selecting ``target`` in every row."""
+    return jnp.broadcast_to(jax.nn.one_hot(target, classes, dtype=dtype), (rows, classes))
+
+
+def target_grads(logits_fn: LogitsFn, xs: jax.Array, target: Optional[jax.Array]):
+    """Gradients of one target logit for a stack ``xs`` (k, H, W, C) of inputs of one example.
+
+    Returns ``(grads (k, H, W, C), logits (k, K), target)``; a None target becomes the class
+    predicted for ``xs[0]`` from the same forward pass (no second forward).
+    """
+    logits, vjp = jax.vjp(logits_fn, xs)
+    target = target_or_argmax(logits[0], target)
+    (g,) = vjp(one_hot_rows(target, xs.shape[0], logits.shape[-1], logits.dtype))
+    return g, logits, target
+
+
+def predict_one(logits_fn: LogitsFn, x: jax.Array, target: Optional[jax.Array]) -> jax.Array:
+    """The target of one example (H, W, C): the given one, or the predicted class."""
+    if target is not None:
+        return target.astype(jnp.int32)
+    return target_or_argmax(logits_fn(x[None])[0], None)
+
+
+def plan(n_examples: int, chunk_size: int) -> tuple[int, int]:
+    """(examples per pass, samples per example per pass) so that their product <= chunk_size."""
+    per_pass = max(1, min(n_examples, chunk_size))
+    return per_pass, max(1, chunk_size // per_pass)
+
+
+def over_examples(one: Callable, x: jax.Array, targets: Optional[jax.Array],
+                  key: Optional[jax.Array] = None, *, chunk_size: int = DEFAULT_CHUNK,
+                  shared_key: bool = False) -> Explanation:
+    """Map ``one(x_i, t_i, key_i) -> (map, target, extras)`` over the batch.
+
+    vmap when the batch fits in ``chunk_size``, else ``lax.map`` over chunks of it. Example i gets
+    ``jax.random.split(key, B)[i]`` (or ``key`` itself when ``shared_key``: RISE's masks).
+    """
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
+    keys = None if key is None or shared_key else jax.random.split(key, n)
+    fn = (lambda a: one(a[0], a[1], key)) if shared_key else (lambda a: one(*a))
+    args = (x, targets) if shared_key else (x, targets, keys)
+    per_pass = plan(n, chunk_size)[0]
+    out = jax.vmap(fn)(args) if n <= per_pass else jax.lax.map(fn, args, batch_size=per_pass)
+    attributions, t, extras = out
+    return Explanation(attributions, t.astype(jnp.int32), extras)
+
+
+def _tree_add(a, b):
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def sample_sum(fn: Callable[[jax.Array], Any], num: int, per_pass: int):
+    """Sum over samples 0..num-1 of ``fn(idx)``, where ``fn`` sums its (k,) int32 sample indices.
+
+    Full chunks of ``per_pass`` samples run in a ``lax.scan``; a remainder chunk runs once after it,
+    so no padded sample is ever computed. Results depend on the sample index only, not on the
+    chunking, when ``fn`` draws its randomness with ``fold_in(key, index)``.
+    """
+    k = max(1, min(per_pass, num))
+    full, rem = divmod(num, k)
+    total = None
+    if full == 1:
+        total = fn(jnp.arange(k))
+    elif full > 1:
+        init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                      jax.eval_shape(fn, jnp.arange(k)))
+        total, _ = jax.lax.scan(lambda acc, i: (_tree_add(acc, fn(i * k + jnp.arange(k))), None),
+                                init, jnp.arange(full))
+    if rem:
+        last = fn(full * k + jnp.arange(rem))
+        total = last if total is None else _tree_add(total, last)
+    return total
+
+
+def chunked_map(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -> jax.Array:
+    """``fn(idx)`` -> (k, ...) evaluated for indices 0..num-1, ``per_pass`` at a time; (num, ...)."""
+    k = max(1, min(per_pass, num))
+    full, rem = divmod(num, k)
+    parts = []
+    if full:
+        out = jax.lax.map(lambda i: fn(i * k + jnp.arange(k)), jnp.arange(full))
+        parts.append(out.reshape((full * k,) + out.shape[2:]))
+    if rem:
+        parts.append(fn(full * k + jnp.arange(rem)))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+
+def resize_maps(maps: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Bilinear resize of (..., h, w) maps to (..., *size), half-pixel centres like cv2.resize."""
+    return jax.image.resize(maps, maps.shape[:-2] + tuple(size), "bilinear")
+
+
+def minmax(maps: jax.Array, axes=(-2, -1)) -> jax.Array:
+    """Min-max scale to [0, 1] over ``axes``; a constant map becomes zeros, not NaN."""
+    lo = maps.min(axis=axes, keepdims=True)
+    span = maps.max(axis=axes, keepdims=True) - lo
+    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1), 0.0)

@@ -1,0 +1,139 @@
+"""Validation and normalisation of what users pass in, done in NumPy before anything is traced.
+
+Every problem raises ``ValueError`` naming the argument, so a bad call fails in microseconds
+instead of after (or inside) an XLA compilation.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+
+IMAGE_SIZE = (28, 28)
+
+
+def as_images(images: Any, name: str = "images") -> np.ndarray:
+    """Images as float32 (B, 28, 28, 1) in [0, 1].
+
+    Accepts (28, 28), (28, 28, 1), (B, 28, 28) or (B, 28, 28, 1); uint8 in 0..255 (divided by 255)
+    or a float array in [0, 1]. NaN/inf, other shapes, other dtypes and out-of-range floats raise.
+    """
+    try:
+        a = np.asarray(images)
+    except Exception as e:  # e.g. ragged lists
+        raise ValueError(f"{name} could not be converted to an array: {e}") from None
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    elif a.dtype == bool or not (np.issubdtype(a.dtype, np.floating)
+                                 or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{name} must be uint8 (0-255) or float in [0, 1], got dtype {a.dtype}")
+    elif np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} of integer dtype {a.dtype} is ambiguous: pass uint8 0-255 "
+                         f"or float in [0, 1]")
+    a = a.astype(np.float32)
+    shape = a.shape
+    if a.ndim == 4 and a.shape[-1] == 1:
+        a = a[..., 0]
+    elif a.ndim == 3 and a.shape[-1] == 1 and a.shape[:2] == IMAGE_SIZE:
+        a = a[None, ..., 0]
+    elif a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1:] != IMAGE_SIZE:
+        raise ValueError(f"{name} must have shape (28, 28), (28, 28, 1), (B, 28, 28) or "
+                         f"(B, 28, 28, 1); got {shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if a.min() < 0.0 or a.max() > 1.0:
+        raise ValueError(f"float {name} must lie in [0, 1] (got [{a.min():.3g}, {a.max():.3g}]); "
+                         f"scale them, or pass uint8 0-255")
+    return a[..., None]
+
+
+def as_targets(targets: Any, batch: int, num_classes: int) -> Optional[np.ndarray]:
+    """None (explain the predicted class), or int32 (B,) from an int or a length-B integer array."""
+    if targets is None:
+        return None
+    t = np.asarray(targets)
+    if not np.issubdtype(t.dtype, np.integer) or t.dtype == bool:
+        raise ValueError(f"targets must be integers (class indices), got dtype {t.dtype}")
+    if t.ndim == 0:
+        t = np.full((batch,), t)
+    if t.shape != (batch,):
+        raise ValueError(f"targets must be an int or have shape ({batch},), got {t.shape}")
+    if t.min() < 0 or t.max() >= num_classes:
+        raise ValueError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+    return t.astype(np.int32)
+
+
+def as_key(key: Any, method: str, needed: bool):
+    """A typed PRNG key, or None. Stochastic methods refuse to pick a seed for the user."""
+    if key is None:
+        if needed:
+            raise ValueError(f"method {method!r} is stochastic: pass key=jax.random.key(seed)")
+        return None
+    if isinstance(key, (jax.Array, np.ndarray)):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
+            return key
+        if key.dtype == np.uint32 and key.shape == (2,):  # legacy jax.random.PRNGKey
+            return jax.random.wrap_key_data(key)
+    raise ValueError(f"key must be a single jax.random.key(...), got {type(key).__name__} "
+                     f"{getattr(key, 'shape', '')}")
+
+
+# ---- option checkers: each takes (name, value) and returns the normalised, hashable value ----
+
+def positive_int(lo: int = 1, hi: Optional[int] = None):
+    def check(name, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+        if v < lo or (hi is not None and v > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise ValueError(f"{name} must be {bound}, got {v}")
+        return int(v)
+    return check
+
+
+def real(lo: float = -np.inf, hi: float = np.inf, open_lo: bool = False):
+    def check(name, v):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
+            raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if v < lo or v > hi or (open_lo and v == lo):
+            raise ValueError(f"{name} must be in {'(' if open_lo else '['}{lo}, {hi}], got {v}")
+        return float(v)
+    return check
+
+
+def flag(name, v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def choice(values: Sequence[str]):
+    def check(name, v):
+        if not isinstance(v, str) or v not in values:
+            raise ValueError(f"unknown {name} {v!r}; choose one of {', '.join(values)}")
+        return v
+    return check
+
+
+def int_pair(hi: int):
+    """An int or a pair of ints in [1, hi], returned as a pair (e.g. occlusion's window)."""
+    def check(name, v):
+        pair = (v, v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        return tuple(positive_int(1, hi)(name, p) for p in pair)
+    return check
+
+
+def float_array(name, v):
+    a = np.asarray(v, dtype=np.float32)
+    if a.ndim != 1 or not np.isfinite(a).all():
+        raise ValueError(f"{name} must be a 1-D array of finite floats, got shape {a.shape}")
+    return a
