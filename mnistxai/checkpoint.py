@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from mnistxai.classifier import Classifier
@@ -98,4 +99,6 @@ def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
         raise CheckpointError(f"{workdir} holds a {config.get('model')!r} model, not the CNN classifier")
     model = CNN(**config.get("model_kwargs", {}))
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-    return Classifier(jax.tree_util.tree_map(jax.numpy.asarray, variables), model)
+    # Through NumPy: fresh, uncommitted arrays like a newly initialized model's, so that jitted XAI
+    # functions compiled for one classifier are reused for this one instead of recompiling.
+    return Classifier(jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a)), variables), model)

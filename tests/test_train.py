@@ -104,3 +104,12 @@ def test_frozen_backbone_trains_only_the_head(short_run, tmp_path, mnist_dir):
 def test_bad_config_values(bad, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**bad).validate()
+
+
+def test_loaded_classifier_reuses_compiled_programs(short_run):
+    """A restored classifier is the same pytree type as a fresh one: jitted XAI code is not recompiled."""
+    logits = jax.jit(lambda clf, x: clf.logits(x))
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    logits(Classifier(init_cnn(CNN(), jax.random.key(1))), x)
+    logits(checkpoint.load_classifier(short_run[0]), x)
+    assert logits._cache_size() == 1
