@@ -28,3 +28,187 @@ def plot_training_curves(epochs: list[dict], title: str = "Training"):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---- attribution figures ---------------------------------------------------------------------
+# One convention everywhere: unsigned maps in UNSIGNED_CMAP from 0 to their max, signed maps in
+# SIGNED_CMAP symmetric about 0 (red: for the class, blue: against, white: zero) under the
+# digit's outline, the digit in grey beneath.
+
+import numpy as np  # noqa: E402
+
+UNSIGNED_CMAP = "inferno"
+SIGNED_CMAP = "RdBu_r"
+OK_COLOUR, WRONG_COLOUR = "#1a7f37", "#cf222e"
+
+
+def is_signed(heatmap) -> bool:
+    """Whether a map carries meaningful negative values (more than 1% of its peak magnitude)."""
+    h = np.asarray(heatmap, np.float32)
+    peak = np.abs(h).max()
+    return bool(peak > 0 and h.min() < -0.01 * peak)
+
+
+def draw_map(ax, image, heatmap, title: str = "", colorbar: bool = True, signed: bool | None = None,
+             alpha: float = 0.65, vmax: float | None = None):
+    """Draw ``heatmap`` (28, 28) over the grey ``image`` (28, 28) in [0, 1] on ``ax``."""
+    h = np.asarray(heatmap, np.float32)
+    signed = is_signed(h) if signed is None else signed
+    peak = float(np.abs(h).max()) if vmax is None else vmax
+    peak = peak if peak > 0 else 1.0
+    if signed:  # a blend would turn zero grey; the digit is drawn as its outline instead
+        im = ax.imshow(h, cmap=SIGNED_CMAP, vmin=-peak, vmax=peak)
+        ax.contour(np.asarray(image).reshape(28, 28), levels=[0.5], colors="k", linewidths=0.5, alpha=0.6)
+    else:
+        ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        im = ax.imshow(h, cmap=UNSIGNED_CMAP, vmin=0 if h.min() >= 0 else float(h.min()), vmax=peak, alpha=alpha)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if colorbar:
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.ax.tick_params(labelsize=6)
+        cb.formatter.set_powerlimits((-2, 3))
+        cb.update_ticks()
+    return im
+
+
+def plot_digit_analysis(image, maps: dict, probabilities, label: int | None = None, title: str = "",
+                        columns: int = 4):
+    """Single-digit analysis: the digit, its top-3 predictions, and one overlay per method.
+
+    Args:
+      image: (28, 28) in [0, 1]. maps: method name -> (28, 28) attribution.
+      probabilities: (10,) softmax output. label: the true class, if known.
+    """
+    probs = np.asarray(probabilities)
+    rows = 1 + -(-len(maps) // columns)
+    fig = plt.figure(figsize=(2.6 * columns, 2.5 * rows))
+    grid = fig.add_gridspec(rows, columns)
+    ax = fig.add_subplot(grid[0, 0])
+    ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+    ax.set_title("input" + (f" (true {label})" if label is not None else ""), fontsize=9)
+    ax.axis("off")
+    ax = fig.add_subplot(grid[0, 1:])
+    top = np.argsort(probs)[::-1][:3]
+    colours = [OK_COLOUR if label is None or t == label else WRONG_COLOUR for t in top]
+    ax.barh([f"class {t}" for t in top][::-1], probs[top][::-1], color=colours[::-1])
+    for y, p in enumerate(probs[top][::-1]):
+        ax.text(min(p + 0.01, 0.85), y, f"{p:.3f}", va="center", fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_title("top-3 predictions (probability)", fontsize=9)
+    for i, (name, heatmap) in enumerate(maps.items()):
+        draw_map(fig.add_subplot(grid[1 + i // columns, i % columns]), image, heatmap, name)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_method_grid(images, maps: dict, labels=None, predictions=None, normalize: bool = False,
+                     title: str = "", cell: float = 1.35, row_titles=None):
+    """Rows of digits x columns of methods; each row marked correct (green) or wrong (red).
+
+    Args:
+      images: (N, 28, 28) in [0, 1]. maps: method -> (N, 28, 28).
+      labels, predictions: (N,) ints, optional. row_titles: (N,) strings shown above each row's label.
+      normalize: min-max every map to [0, 1] and share one
+        colour scale (the seed's GOOD vs BAD convention); otherwise each map keeps its own scale.
+    """
+    images = np.asarray(images).reshape(-1, 28, 28)
+    n, names = len(images), list(maps)
+    column_signed = {name: is_signed(maps[name]) for name in names}
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(cell * (len(names) + 1) + 0.6, cell * n + 0.8),
+                             squeeze=False)
+    for r in range(n):
+        ax = axes[r, 0]
+        ax.imshow(images[r], cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if labels is not None and predictions is not None:
+            ok = int(labels[r]) == int(predictions[r])
+            prefix = f"{row_titles[r]}\n" if row_titles is not None else ""
+            ax.set_ylabel(f"{prefix}{'✓' if ok else '✗'} true {int(labels[r])}\npred {int(predictions[r])}",
+                          color=OK_COLOUR if ok else WRONG_COLOUR, fontsize=8)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(OK_COLOUR if ok else WRONG_COLOUR)
+                spine.set_linewidth(2)
+        for c, name in enumerate(names):
+            h = np.asarray(maps[name][r], np.float32)
+            if normalize:
+                lo, hi = h.min(), h.max()
+                h = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+                axes[r, c + 1].imshow(h, cmap=UNSIGNED_CMAP, vmin=0, vmax=1)
+                axes[r, c + 1].set_xticks([])
+                axes[r, c + 1].set_yticks([])
+            else:  # one sign convention per column, decided over all of its maps
+                draw_map(axes[r, c + 1], images[r], h, colorbar=False, signed=column_signed[name])
+            if r == 0:
+                axes[r, c + 1].set_title(name, fontsize=8, rotation=20)
+    axes[0, 0].set_title("input", fontsize=8)
+    if normalize:
+        fig.colorbar(plt.cm.ScalarMappable(cmap=UNSIGNED_CMAP), ax=axes, fraction=0.015, pad=0.01,
+                     label="min-max scaled attribution")
+    fig.suptitle(title, y=1 + 0.5 / fig.get_figheight())  # above the rotated column titles
+    return fig
+
+
+def plot_confusion_matrix(confusion, title: str = "Confusion matrix (test set)"):
+    """(K, K) counts, rows = true class, columns = predicted; the diagonal greyed out of the colour scale."""
+    cm = np.asarray(confusion)
+    off = cm.astype(float).copy()
+    np.fill_diagonal(off, np.nan)
+    fig, ax = plt.subplots(figsize=(6.2, 5.4))
+    im = ax.imshow(off, cmap="Reds")
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="black" if i != j else "#555")
+    ax.set(xlabel="predicted", ylabel="true", title=title, xticks=range(cm.shape[1]), yticks=range(cm.shape[0]))
+    fig.colorbar(im, ax=ax, label="errors (off-diagonal)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(images, row_labels=None, col_labels=None, title: str = "", cell: float = 1.2,
+                    cmap: str = "gray"):
+    """(R, C, 28, 28) images in [0, 1] as a labelled grid (e.g. activation maximization per class)."""
+    images = np.asarray(images)
+    rows, cols = images.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 0.5, cell * rows + 0.6), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(images[r, c].reshape(28, 28), cmap=cmap, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col_labels is not None and r == 0:
+                ax.set_title(str(col_labels[c]), fontsize=8)
+            if row_labels is not None and c == 0:
+                ax.set_ylabel(str(row_labels[r]), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path) -> None:
+    """Write ``fig`` to ``path`` (PNG) and free it."""
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+# ---- generative models -------------------------------------------------------------------------
+
+def plot_metric_curves(epochs: list[dict], panels: dict, title: str = "Training"):
+    """One panel per entry of ``panels`` (panel title -> keys of the epoch records), metric vs epoch."""
+    x = [e["epoch"] for e in epochs]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels.items()):
+        for key in keys:
+            ax.plot(x, [e.get(key, np.nan) for e in epochs], "o-", label=key)
+        ax.set(xlabel="epoch", title=name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_xticks(x)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -59,7 +59,8 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
                                 mutable=["batch_stats"], rngs={"dropout": jax.random.key(6)})
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
+    loss = jax.jit(loss)
     params = variables["params"]
-    before, grads = jax.value_and_grad(loss)(params)
+    before, grads = jax.jit(jax.value_and_grad(loss))(params)
     updates, _ = tx.update(grads, tx.init(params), params)
     assert loss(optax.apply_updates(params, updates)) < before

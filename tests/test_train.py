@@ -14,12 +14,10 @@ from mnistxai.train import TrainConfig, TrainingInterrupted, train_and_evaluate
 SMALL = dict(limit_train=1024, limit_test=500, epochs=2, batch_size=128)
 
 
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory, mnist_dir):
-    """5,000 real training images, one epoch."""
-    workdir = tmp_path_factory.mktemp("run")
-    config = TrainConfig(data_dir=str(mnist_dir), limit_train=5000, limit_test=2000, epochs=1)
-    return workdir, train_and_evaluate(config, workdir, progress=False)
+@pytest.fixture
+def short_run(trained_run):
+    """5,000 real training images, one epoch (trained once per session in conftest)."""
+    return trained_run
 
 
 def test_short_run_learns_and_writes_outputs(short_run):

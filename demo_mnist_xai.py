@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""Explain a trained MNIST CNN with every method and write the figures and an HTML report.
+
+  python demo_mnist_xai.py                                  # uses runs/cnn, writes mnist_xai_results/
+  python demo_mnist_xai.py --indices 0,1,2 --methods saliency,integrated_gradients,gradcam
+  python demo_mnist_xai.py --image my_digit.png             # also explain your own digit
+
+Open mnist_xai_results/index.html in a browser. Your image may be any size, RGB or grey, dark on light
+or light on dark: it is converted to MNIST's convention (white digit on black, 28x28, the ink scaled
+into 20x20 and centred by its centre of mass).
+"""
+
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from mnistxai.cli import ArgumentParser, run_main
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", default="runs/cnn", help="work dir of a trained CNN (default: runs/cnn)")
+    p.add_argument("--data-dir", help="folder with the MNIST IDX files (default: $MNISTXAI_DATA_DIR, ...)")
+    p.add_argument("--out", default="mnist_xai_results", help="output folder (default: mnist_xai_results)")
+    p.add_argument("--indices", help="test indices to analyse one by one (default: the first of each class)")
+    p.add_argument("--methods", default="all", help="comma-separated method names (default: all)")
+    p.add_argument("--image", help="a picture of a digit to explain too (PNG, JPEG, ...)")
+    p.add_argument("--grid-size", type=int, default=12, help="digits in the batch grid (default: 12)")
+    p.add_argument("--tour-points", type=int, default=1500, help="test digits in the grand tour (default: 1500)")
+    p.add_argument("--quick", action="store_true", help="lighter method settings (fewer samples and steps)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.perf_counter()
+    from mnistxai import data, demo, viz
+    from mnistxai.checkpoint import CheckpointError, load_classifier, resolve_checkpoint_dir
+    from mnistxai.report import Figure, Section, write_report
+
+    methods = demo.parse_methods(args.methods)
+    if args.grid_size < 1 or args.tour_points < 10:
+        raise ValueError("--grid-size must be >= 1 and --tour-points >= 10")
+    try:
+        classifier = load_classifier(args.checkpoint)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}. Train one first: python train_mnist.py --workdir {args.checkpoint}") from None
+    user_image = demo.load_user_image(args.image) if args.image else None
+    images, labels = data.load("mnist", "test", args.data_dir)
+    try:
+        background = data.load("mnist", "train", args.data_dir)[0][:200]
+    except data.DataError:
+        background = images[-200:]
+    background = data.to_model_input(background)
+    x_all = data.to_model_input(images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.key(args.seed)
+    print(f"JAX on {jax.devices()[0].platform}; {len(methods)} methods; writing to {out}/")
+
+    probs = demo.probabilities(classifier, x_all)
+    preds = probs.argmax(-1)
+    accuracy = float((preds == labels).mean())
+    if args.indices:
+        try:
+            singles = [int(i) for i in args.indices.split(",")]
+        except ValueError:
+            raise ValueError(f"--indices must be comma-separated integers, got {args.indices!r}") from None
+        if not singles or min(singles) < 0 or max(singles) >= len(images):
+            raise ValueError(f"--indices must be in 0..{len(images) - 1}")
+    else:
+        singles = [int(np.flatnonzero(labels == c)[0]) for c in range(10)]
+    wrong = np.flatnonzero(preds != labels)
+    grid = (singles + [i for i in range(len(images)) if i not in singles])[:max(args.grid_size - 4, 1)]
+    grid += [int(i) for i in wrong[:args.grid_size - len(grid)]]
+    good, bad = demo.pick_good_and_bad(probs, labels)
+    cm = demo.confusion_matrix(labels, preds)
+    pairs = demo.most_confused_pairs(cm, 3)
+    pair_examples = [int(np.flatnonzero((labels == t) & (preds == p))[0]) for t, p, _ in pairs]
+
+    # Every digit any figure needs is explained in one batch: one compilation per method.
+    chosen = list(dict.fromkeys(singles + grid + [good] + ([bad] if bad is not None else []) + pair_examples))
+    batch = x_all[chosen]
+    if user_image is not None:
+        batch = np.concatenate([batch, user_image[None, ..., None]])
+    maps, seconds = demo.explain_all(classifier, batch, methods, key, background, quick=args.quick)
+    row = {idx: r for r, idx in enumerate(chosen)}
+    take = lambda idxs: {m: maps[m][[row[i] for i in idxs]] for m in methods}  # noqa: E731
+    sections = []
+
+    figs = []
+    for i in tqdm(singles, desc="digit figures"):
+        single_maps = {m: v[0] for m, v in take([i]).items()}
+        fig = viz.plot_digit_analysis(x_all[i, ..., 0], single_maps, probs[i], int(labels[i]),
+                                      title=f"test image {i}: true {labels[i]}, predicted {preds[i]}")
+        viz.save_figure(fig, out / f"digit_{i}.png")
+        figs.append(Figure(f"digit_{i}.png", f"Test image {i} (true {labels[i]}, predicted {preds[i]}, "
+                                              f"p={probs[i].max():.3f}): every method, each map on its own scale."))
+    sections.append(Section("Single digits", "Each method's map over the digit. Unsigned maps use "
+                            f"'{viz.UNSIGNED_CMAP}'; signed maps use '{viz.SIGNED_CMAP}' (red supports the "
+                            "explained class, blue opposes it) with the digit's outline.", figs))
+
+    fig = viz.plot_method_grid(x_all[grid, ..., 0], take(grid), labels[grid], preds[grid],
+                               title="Digits x methods (green: correct, red: wrong)")
+    viz.save_figure(fig, out / "batch_grid.png")
+    sections.append(Section("Batch grid", "Rows are test digits (the last rows are misclassified ones), "
+                            "columns are methods; the explained class is the predicted one.",
+                            [Figure("batch_grid.png", "Each map on its own colour scale.")]))
+
+    if bad is not None:
+        pair = [good, bad]
+        fig = viz.plot_method_grid(x_all[pair, ..., 0], take(pair), labels[pair], preds[pair], normalize=True,
+                                   title="GOOD (confidently correct) vs BAD (confidently wrong)")
+        viz.save_figure(fig, out / "good_vs_bad.png")
+        sections.append(Section("GOOD vs BAD", f"Top row: test image {good}, correct with p={probs[good].max():.3f}. "
+                                f"Bottom row: test image {bad}, true {labels[bad]} but predicted {preds[bad]} "
+                                f"with p={probs[bad].max():.3f}.",
+                                [Figure("good_vs_bad.png", "All maps min-max scaled to [0, 1] on one scale.")]))
+
+    viz.save_figure(viz.plot_confusion_matrix(cm, f"Confusion matrix (test accuracy {100 * accuracy:.2f}%)"),
+                    out / "confusion_matrix.png")
+    confusion_figs = [Figure("confusion_matrix.png", "Rows: true class; columns: predicted; colour: errors.")]
+    if pairs:
+        fig = viz.plot_method_grid(x_all[pair_examples, ..., 0], take(pair_examples), labels[pair_examples],
+                                   preds[pair_examples], title="One example of each most-confused pair")
+        viz.save_figure(fig, out / "confused_pairs.png")
+        confusion_figs.append(Figure("confused_pairs.png", "What the network looked at when it confused them."))
+    sections.append(Section("Confusion analysis", f"{len(wrong)} of {len(labels)} test digits are misclassified.",
+                            confusion_figs, tables=[(["true", "predicted as", "count"], [list(p) for p in pairs])]))
+
+    run_dir = resolve_checkpoint_dir(args.checkpoint).parents[1]
+    if (run_dir / "training_curves.png").is_file():
+        shutil.copyfile(run_dir / "training_curves.png", out / "training_curves_cnn.png")
+        sections.append(Section("Training curves", f"From {run_dir}.",
+                                [Figure("training_curves_cnn.png", "CNN: loss and accuracy per epoch.")]))
+
+    tour = np.random.default_rng(args.seed).permutation(len(images))[:args.tour_points]
+    features = np.asarray(jax.jit(lambda c, b: c.features(b, "dense"))(classifier, x_all[tour]))
+    demo.grand_tour_gif(features, labels[tour], out / "grand_tour.gif", jax.random.fold_in(key, 99))
+    sections.append(Section("Grand tour", "The 256 penultimate activations of test digits, reduced to 8 "
+                            "principal components and turned smoothly through 2-D views.",
+                            [Figure("grand_tour.gif", f"{len(tour)} test digits coloured by class.")]))
+
+    if user_image is not None:
+        user_probs = demo.probabilities(classifier, user_image[None, ..., None])[0]
+        fig = viz.plot_digit_analysis(user_image, {m: v[-1] for m, v in maps.items()}, user_probs,
+                                      title=f"your image {Path(args.image).name}: predicted {user_probs.argmax()}")
+        viz.save_figure(fig, out / "your_digit.png")
+        sections.append(Section("Your digit", f"{args.image}, converted to MNIST's convention.",
+                                [Figure("your_digit.png", "Every method on your image.")]))
+
+    timing = [[m, f"{seconds[m]:.2f}"] for m in methods]
+    sections.append(Section("Methods and timing", f"{len(batch)} images explained per method (wall seconds, "
+                            "compilation included).", tables=[(["method", "seconds"], timing)]))
+    settings = {"checkpoint": args.checkpoint, "test accuracy": f"{100 * accuracy:.2f}%", "seed": args.seed,
+                "method settings": "quick" if args.quick else "reference (see mnistxai.demo.DEMO_OPTIONS)",
+                **{f"options: {m}": demo.describe_options(m, args.quick) for m in methods}}
+    page = write_report(out, "mnistxai: why the CNN decides as it does",
+                        f"Explanations of {args.checkpoint} on MNIST test digits.", sections, settings)
+    print(f"wrote {page} in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    run_main(main)
