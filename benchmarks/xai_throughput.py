@@ -1,0 +1,114 @@
+"""Images/s and achieved GFLOP/s of each XAI method on the seed CNN, for MNIST test images.
+
+    PYTHONPATH=. python benchmarks/xai_throughput.py [--checkpoint WORKDIR] [--methods a,b]
+
+Reference configurations of the issue: IG 50 steps, SmoothGrad and expected gradients 50 samples
+(100 test images as background), occlusion 4x4 window stride 2, RISE 1000 masks. Random weights
+unless --checkpoint is given (throughput hardly depends on the weights, except occlusion's skip of
+windows on black pixels, which depends only on the images).
+
+FLOPs are analytic: (model passes per image) x (XLA cost_analysis of one forward, or of one
+forward + input-gradient backward, compiled for a batch of 256 and divided by 256). XLA's own
+count of a whole method is not used because it counts a loop body once, not once per trip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnistxai.classifier import Classifier
+from mnistxai.models import CNN, init_cnn
+from mnistxai import xai
+
+# method: (options, examples per timed call, gradient passes, forward passes) per image
+CONFIGS = {
+    "saliency": ({}, 1024, 1, 0),
+    "grad_x_input": ({}, 1024, 1, 0),
+    "guided_backprop": ({}, 1024, 1, 0),
+    "gradcam": ({}, 1024, 1, 0),
+    "gradcam_pp": ({}, 1024, 1, 0),
+    "layercam": ({}, 1024, 1, 0),
+    "lrp": ({}, 512, 1, 0),
+    "integrated_gradients": ({"steps": 50}, 64, 50, 2),
+    "smoothgrad": ({"samples": 50}, 64, 50, 1),
+    "expected_gradients": ({"samples": 50}, 64, 50, 1),
+    "occlusion": ({"window": 4, "stride": 2}, 128, 0, None),  # forwards: counted per run
+    "scorecam": ({}, 64, 0, 129),
+    "rise": ({"masks": 1000}, 16, 0, 1001),
+}
+
+
+def test_images(n: int) -> np.ndarray:
+    folder = Path(os.environ.get("MNISTXAI_DATA_DIR")
+                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
+        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+
+
+def classifier(checkpoint):
+    if checkpoint:
+        try:
+            from mnistxai.checkpoint import load_classifier
+            return load_classifier(checkpoint)
+        except Exception as e:  # the checkpoint module may not exist yet
+            print(f"could not load {checkpoint} ({type(e).__name__}: {e}); using random weights")
+    return Classifier(init_cnn(CNN(), jax.random.key(0)))
+
+
+def pass_flops(clf) -> tuple[float, float]:
+    """FLOPs of one image's forward pass and of its forward + input-gradient backward pass."""
+    x = jnp.zeros((256, 28, 28, 1))
+    fwd = jax.jit(clf.logits).lower(x).compile().cost_analysis()["flops"]
+    grad = jax.jit(lambda x: xai.saliency(clf.logits, x).attributions).lower(x).compile()
+    return fwd / 256, grad.cost_analysis()["flops"] / 256
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", default=None, help="workdir of a trained classifier")
+    ap.add_argument("--methods", default=",".join(CONFIGS), help="comma-separated method names")
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per method (best kept)")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the batch sizes")
+    args = ap.parse_args()
+
+    clf = classifier(args.checkpoint)
+    images = test_images(1124)
+    background = images[1024:1124]
+    fwd, grad = pass_flops(clf)
+    print(f"{jax.devices()[0].device_kind}; forward {fwd / 1e6:.1f} MFLOP/image, "
+          f"forward+backward {grad / 1e6:.1f} MFLOP/image")
+    print(f"{'method':22s} {'batch':>6s} {'images/s':>10s} {'GFLOP/s':>8s}")
+    for name in args.methods.split(","):
+        options, batch, n_grad, n_fwd = CONFIGS[name]
+        batch = max(1, int(batch * args.scale))
+        x = images[:batch]
+        if name == "expected_gradients":
+            options = dict(options, background=background)
+
+        def call():
+            r = xai.explain(name, clf, x, key=jax.random.key(0), **options)
+            return jax.block_until_ready(r)
+        result = call()  # compile
+        best = min(_timed(call) for _ in range(args.repeats))
+        if n_fwd is None:  # occlusion: the windows actually evaluated, plus the unoccluded image
+            n_fwd = float(np.mean(result.extras["evaluated"])) + 1
+        flops = n_grad * grad + n_fwd * fwd
+        print(f"{name:22s} {batch:6d} {batch / best:10.1f} {flops * batch / best / 1e9:8.1f}")
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()

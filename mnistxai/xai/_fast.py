@@ -1,0 +1,129 @@
+"""An input-gradient-only twin of the CNN, used by ``explain`` for speed.
+
+``classifier.logits`` differentiated by JAX is slow on XLA:CPU in two places: the max-pool
+gradient (a compare, a count of ties and a division per window) and, inside loops (the chunked
+IG steps, noise samples, windows), the input-gradient convolutions, whose flipped kernels are
+recomputed in the loop body and then miss XLA's fast convolution path. Here BatchNorm is folded
+into the convs (inference statistics; equal to the Flax model up to float rounding, tested), each
+conv's backward uses a kernel flipped once outside any loop, and the pool sends the gradient to
+the window maximum through a mask. Only gradients with respect to the *inputs* are correct:
+kernels get zero cotangents, so do not differentiate these functions with respect to weights.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from mnistxai.models import max_pool_2x2
+from mnistxai.xai.relevance import classifier_layers
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+@jax.custom_vjp
+def conv_same(x: jax.Array, w: jax.Array, w_flipped: jax.Array) -> jax.Array:
+    """3x3 SAME convolution; ``w_flipped`` = w flipped spatially with in/out swapped (its VJP)."""
+    return _conv(x, w)
+
+
+def _conv_fwd(x, w, w_flipped):
+    return _conv(x, w), (w, w_flipped)
+
+
+def _conv_bwd(res, g):
+    w, w_flipped = res
+    return _conv(g, w_flipped), jnp.zeros_like(w), jnp.zeros_like(w_flipped)
+
+
+conv_same.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _patches(x):
+    """(B, H, W, 1) -> (B, H, W, 9): the 3x3 SAME neighbourhood of every pixel."""
+    h, w = x.shape[1:3]
+    p = jnp.pad(x[..., 0], ((0, 0), (1, 1), (1, 1)))
+    return jnp.stack([p[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], -1)
+
+
+@jax.custom_vjp
+def conv_one_channel(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``conv_same`` for a single input channel as a (9 -> C) matmul over patches: XLA:CPU runs a
+    1-channel convolution and its input gradient far below its matmul speed."""
+    return _patches(x) @ w.reshape(9, -1)
+
+
+def _conv1_fwd(x, w):
+    return conv_one_channel(x, w), w
+
+
+def _conv1_bwd(w, g):
+    cols = g @ w.reshape(9, -1).T                        # (B, H, W, 9): d patch / d output
+    h, wd = g.shape[1:3]
+    out = jnp.zeros((g.shape[0], h + 2, wd + 2), g.dtype)
+    for n in range(9):                                   # scatter each tap back (col2im)
+        i, j = divmod(n, 3)
+        out = out.at[:, i:i + h, j:j + wd].add(cols[..., n])
+    return out[:, 1:-1, 1:-1, None], jnp.zeros_like(w)
+
+
+conv_one_channel.defvjp(_conv1_fwd, _conv1_bwd)
+
+
+def flip(w: jax.Array) -> jax.Array:
+    return jnp.flip(w, (0, 1)).swapaxes(2, 3)
+
+
+@jax.custom_vjp
+def pool(x: jax.Array) -> jax.Array:
+    """2x2 max-pool whose gradient goes to every position equal to the window maximum.
+
+    Ties at a positive value have probability zero; ties at 0 (dead ReLUs) get gradient that the
+    ReLU before the pool then zeroes, so this equals JAX's tie-splitting gradient in the network.
+    """
+    return max_pool_2x2(x)
+
+
+def _pool_fwd(x):
+    y = max_pool_2x2(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res, g):
+    x, y = res
+    up = lambda a: jnp.repeat(jnp.repeat(a, 2, 1), 2, 2)
+    return (jnp.where(x == up(y), up(g), 0.0),)
+
+
+pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+def fast_logits(classifier):
+    """``logits_fn`` (B, 28, 28, 1) -> (B, 10) equal to ``classifier.logits``, fast input gradients.
+
+    Uses ``classifier.model.activation`` (so guided ReLUs and other swaps work).
+    """
+    act = classifier.model.activation
+    layers = [(l.kind, l.kernel, None if l.kernel is None or l.kind != "conv" else flip(l.kernel),
+               l.bias) for l in classifier_layers(classifier)]
+
+    def logits_fn(x):
+        for kind, w, wf, b in layers:
+            if kind == "conv" and w.shape[2] == 1:
+                x = conv_one_channel(x, w) + b
+            elif kind == "conv":
+                x = conv_same(x, w, wf) + b
+            elif kind == "dense":
+                x = x @ w + b
+            elif kind == "relu":
+                x = act(x)
+            elif kind == "maxpool":
+                x = pool(x)
+            elif kind == "gap":
+                x = x.mean((1, 2))
+        return x
+    return logits_fn
