@@ -33,10 +33,10 @@ CONFIGS = {
     "saliency": ({}, 1024, 1, 0),
     "grad_x_input": ({}, 1024, 1, 0),
     "guided_backprop": ({}, 1024, 1, 0),
-    "gradcam": ({}, 1024, 1, 0),
-    "gradcam_pp": ({}, 1024, 1, 0),
-    "layercam": ({}, 1024, 1, 0),
-    "lrp": ({}, 512, 1, 0),
+    "gradcam": ({}, 1024, 0, 1),      # + a backward through GAP and dense only: not counted
+    "gradcam_pp": ({}, 1024, 0, 1),
+    "layercam": ({}, 1024, 0, 1),
+    "lrp": ({}, 512, 1, 1),           # forward, then per layer a z recomputation and a VJP
     "integrated_gradients": ({"steps": 50}, 64, 50, 2),
     "smoothgrad": ({"samples": 50}, 64, 50, 1),
     "expected_gradients": ({"samples": 50}, 64, 50, 1),

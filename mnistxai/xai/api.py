@@ -191,6 +191,10 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
     Returns:
       ``Explanation(attributions float32 (B, 28, 28), targets int32 (B,), extras)``. Everything is
       validated (ValueError) before compiling; one compilation per method, shapes and static options.
+
+    Methods on logits run on ``_fast.fast_logits(classifier)`` (BatchNorm folded, hand-written
+    input VJPs), equal to ``classifier.logits`` up to float rounding; CAMs use
+    ``classifier.features``/``head`` at ``layer``; LRP uses ``relevance.classifier_layers``.
     """
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
