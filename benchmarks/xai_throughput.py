@@ -15,15 +15,14 @@ count of a whole method is not used because it counts a loop body once, not once
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai import data
+from mnistxai.checkpoint import load_classifier
 from mnistxai.classifier import Classifier
 from mnistxai.models import CNN, init_cnn
 from mnistxai import xai
@@ -47,20 +46,11 @@ CONFIGS = {
 
 
 def test_images(n: int) -> np.ndarray:
-    folder = Path(os.environ.get("MNISTXAI_DATA_DIR")
-                  or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
-    with gzip.open(folder / "t10k-images-idx3-ubyte.gz") as f:
-        return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:n]
+    return data.load("mnist", "test")[0][:n]  # $MNISTXAI_DATA_DIR or --data-dir sources, as everywhere
 
 
 def classifier(checkpoint):
-    if checkpoint:
-        try:
-            from mnistxai.checkpoint import load_classifier
-            return load_classifier(checkpoint)
-        except Exception as e:  # the checkpoint module may not exist yet
-            print(f"could not load {checkpoint} ({type(e).__name__}: {e}); using random weights")
-    return Classifier(init_cnn(CNN(), jax.random.key(0)))
+    return load_classifier(checkpoint) if checkpoint else Classifier(init_cnn(CNN(), jax.random.key(0)))
 
 
 def pass_flops(clf) -> tuple[float, float]:
