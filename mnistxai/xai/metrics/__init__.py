@@ -1,0 +1,41 @@
+"""Quantitative evaluation of attribution maps: faithfulness, robustness, complexity, sanity.
+
+Every metric takes plain arrays and callables (a model's ``score_fn``, or an ``explain_fn`` for
+the metrics that re-explain), is jit-compiled over the batch and returns one value per example:
+
+==========================  ==========================  =======  ===============================
+metric                      function                    better   reference
+==========================  ==========================  =======  ===============================
+deletion AUC                ``deletion``                lower    Petsiuk et al. 2018 (RISE)
+insertion AUC               ``insertion``               higher   Petsiuk et al. 2018 (RISE)
+region perturbation MoRF    ``region_perturbation``     higher   Samek et al. 2017; Bach 2015
+region perturbation LeRF    ``region_perturbation``     lower    Samek et al. 2017
+faithfulness correlation    ``faithfulness_correlation`` higher  Bhatt et al. 2020
+infidelity                  ``infidelity``              lower    Yeh et al. 2019
+max-sensitivity             ``max_sensitivity``         lower    Yeh et al. 2019
+sparseness (Gini)           ``sparseness``              higher   Chalasani et al. 2020
+complexity (entropy)        ``complexity``              lower    Bhatt et al. 2020
+parameter randomization     ``model_parameter_randomization``  lower  Adebayo et al. 2018
+==========================  ==========================  =======  ===============================
+
+``baselines`` gives the random and Sobel-edge reference maps; ``mnistxai.evaluate`` runs all of
+them over an explanation run and writes the leaderboard.
+"""
+
+from mnistxai.xai.metrics._common import average_ranks, pearson, spearman
+from mnistxai.xai.metrics.baselines import (BASELINES, baseline_explain_fn, baseline_maps,
+                                            random_attribution, sobel_attribution)
+from mnistxai.xai.metrics.complexity import complexity, sparseness
+from mnistxai.xai.metrics.faithfulness import (deletion, faithfulness_correlation, infidelity,
+                                               insertion, region_perturbation, trapezoid_auc)
+from mnistxai.xai.metrics.randomization import (CASCADE, cascading_randomization,
+                                                model_parameter_randomization, ssim)
+from mnistxai.xai.metrics.robustness import max_sensitivity
+
+__all__ = [
+    "BASELINES", "CASCADE", "average_ranks", "baseline_explain_fn", "baseline_maps",
+    "cascading_randomization", "complexity", "deletion", "faithfulness_correlation", "infidelity",
+    "insertion", "max_sensitivity", "model_parameter_randomization", "pearson",
+    "random_attribution", "region_perturbation", "sobel_attribution", "sparseness", "spearman",
+    "ssim", "trapezoid_auc",
+]

@@ -1,0 +1,145 @@
+"""What every metric shares: input checks, per-example keys, the mapping over examples, ranks.
+
+Conventions of the whole package (all functions are pure and jit-compiled at the public boundary):
+
+- ``x``: float32 (B, H, W, C) inputs in the model's domain ([0, 1] for the MNIST CNN).
+- ``attributions``: (B, H, W) maps, one per example (any float dtype; computed in float32).
+- ``targets``: int (B,) class indices explained.
+- ``score_fn(x) -> (N, K)``: per-class scores of a stack of inputs (the leaderboard passes the
+  softmax probabilities or the logits, as each metric's docstring says).
+- ``key``: one ``jax.random.key`` (split into B per-example keys) or (B,) keys: the second form lets
+  a caller that chunks the examples (``mnistxai.evaluate``) get the same numbers as one big batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DEFAULT_CHUNK = 256  # most model inputs evaluated in one pass (examples x perturbations)
+
+ScoreFn = Callable[[jax.Array], jax.Array]
+
+
+def check_inputs(x, attributions=None, targets=None, num_classes: Optional[int] = None) -> None:
+    """ValueError naming the problem, in NumPy, before anything is traced."""
+    shape = np.shape(x)
+    if len(shape) != 4:
+        raise ValueError(f"x must have shape (B, H, W, C), got {shape}")
+    if shape[0] == 0:
+        raise ValueError("x is an empty batch")
+    if attributions is not None and np.shape(attributions) != shape[:3]:
+        raise ValueError(f"attributions must have shape {shape[:3]} (one (H, W) map per example), "
+                         f"got {np.shape(attributions)}")
+    if targets is not None:
+        t = np.asarray(targets)
+        if t.shape != shape[:1] or not np.issubdtype(t.dtype, np.integer):
+            raise ValueError(f"targets must be {shape[0]} integers, got {t.dtype} {t.shape}")
+        if num_classes is not None and (t.min() < 0 or t.max() >= num_classes):
+            raise ValueError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+    for name, a in (("x", x), ("attributions", attributions)):
+        if a is not None and not bool(np.isfinite(np.asarray(a, np.float32)).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+
+def check_positive(**values) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def example_keys(key, n: int) -> jax.Array:
+    """(n,) typed keys from one key (split) or from n keys (returned as they are)."""
+    if key is None:
+        raise ValueError("this metric is random: pass key=jax.random.key(seed) (or (B,) keys)")
+    if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return jax.random.split(key, n)
+    if key.shape != (n,):
+        raise ValueError(f"key must be one key or {n} keys, got shape {key.shape}")
+    return key
+
+
+def plan(n: int, inputs: int, chunk_size: int) -> tuple[int, int]:
+    """(examples per pass, inputs per example per pass) for ``n`` examples of ``inputs`` model
+    inputs each, so that one pass feeds the model at most ``chunk_size`` inputs (or one example's
+    ``chunk_size`` when a single example needs more)."""
+    examples = max(1, min(n, chunk_size // max(1, inputs)))
+    return examples, max(1, min(inputs, chunk_size // examples))
+
+
+def over_examples(one: Callable, args, n: int, examples_per_pass: int):
+    """``one(*args_i)`` for every example i: vmap over ``examples_per_pass`` at a time."""
+    return jax.lax.map(lambda a: one(*a), args, batch_size=max(1, min(n, examples_per_pass)))
+
+
+def chunked(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -> jax.Array:
+    """``fn(idx (k,)) -> (k, ...)`` for indices 0..num-1, ``per_pass`` at a time -> (num, ...).
+
+    Full chunks run in a ``lax.map`` (one compiled body), the remainder once after it; no padded
+    work is done and the values do not depend on ``per_pass``.
+    """
+    k = max(1, min(per_pass, num))
+    full, rem = divmod(num, k)
+    parts = []
+    if full:
+        out = jax.lax.map(lambda i: fn(i * k + jnp.arange(k)), jnp.arange(full))
+        parts.append(out.reshape((full * k,) + out.shape[2:]))
+    if rem:
+        parts.append(fn(full * k + jnp.arange(rem)))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+
+def descending_order(values: jax.Array, key: Optional[jax.Array]) -> jax.Array:
+    """Indices of the flat ``values`` from largest to smallest.
+
+    Ties are broken uniformly at random with ``key`` (a constant map then gives a random order,
+    so its score is the random-order expectation) and by index without it (Quantus: ``np.argsort``).
+    """
+    if key is None:
+        return jnp.argsort(-values, stable=True)
+    perm = jax.random.permutation(key, values.shape[0])
+    return perm[jnp.argsort(-values[perm], stable=True)]
+
+
+def ranks_of(order: jax.Array) -> jax.Array:
+    """The inverse permutation: ``ranks[order[i]] = i``."""
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+
+
+def average_ranks(values: jax.Array) -> jax.Array:
+    """0-based ranks of a flat array, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
+    s = jnp.sort(values)
+    lo = jnp.searchsorted(s, values, side="left")
+    hi = jnp.searchsorted(s, values, side="right")
+    return (lo + hi - 1).astype(jnp.float32) / 2
+
+
+def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Pearson correlation of two flat arrays; 0 when either is constant (scipy gives NaN)."""
+    a = a - a.mean()
+    b = b - b.mean()
+    den = jnp.sqrt((a * a).sum() * (b * b).sum())
+    return jnp.where(den > 0, (a * b).sum() / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Spearman rank correlation of two arrays (flattened; ties get average ranks)."""
+    return pearson(average_ranks(a.ravel()), average_ranks(b.ravel()))
+
+
+def normalize_by_max(maps: jax.Array) -> jax.Array:
+    """(B, H, W) maps divided by their largest |value| (Quantus ``normalise_by_max``); zeros stay zeros."""
+    m = jnp.abs(maps).max(axis=(-2, -1), keepdims=True)
+    return maps / jnp.where(m > 0, m, 1.0)
+
+
+def minmax(maps: jax.Array) -> jax.Array:
+    """(..., H, W) maps scaled to [0, 1] each; a constant map becomes zeros."""
+    lo = maps.min(axis=(-2, -1), keepdims=True)
+    span = maps.max(axis=(-2, -1), keepdims=True) - lo
+    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)

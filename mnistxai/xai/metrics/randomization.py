@@ -1,0 +1,108 @@
+"""The model-parameter randomization sanity check (Adebayo et al. 2018, arXiv:1810.03292).
+
+Layers are re-initialized cascading from the output towards the input; after each step the maps
+are recomputed and compared with the trained model's by Spearman rank correlation and SSIM. A
+method whose maps barely change while the model is destroyed does not explain the model.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnistxai.models import CONV_LAYERS, init_cnn
+from mnistxai.xai.metrics._common import check_inputs, example_keys, minmax, spearman
+from mnistxai.xai.metrics.robustness import ExplainFn
+
+# the CNN's layers from the top: each stage re-initializes one more (a conv with its BatchNorm)
+CASCADE = ("out", "dense") + tuple(reversed(CONV_LAYERS))
+
+
+def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, win: int = 7) -> jax.Array:
+    """Structural similarity (Wang et al. 2004) of two (H, W) images, as
+    ``skimage.metrics.structural_similarity`` computes it by default (Quantus's ``ssim``):
+    a ``win`` x ``win`` uniform window, K1 = 0.01, K2 = 0.03, sample covariances, the mean over
+    the pixels whose window lies inside the image."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    window = jnp.full((win, win), 1.0 / win ** 2, jnp.float32)
+    filt = functools.partial(jax.scipy.signal.convolve2d, in2=window, mode="valid")
+    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+    ua, ub = filt(a), filt(b)
+    cov = win ** 2 / (win ** 2 - 1)
+    va, vb = cov * (filt(a * a) - ua * ua), cov * (filt(b * b) - ub * ub)
+    vab = cov * (filt(a * b) - ua * ub)
+    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    return s.mean()
+
+
+def cascading_randomization(classifier, key: jax.Array, stages: Sequence[str] = CASCADE) -> list:
+    """``[(stage, classifier)]``: ``classifier`` with the layers of ``stages`` re-initialized
+    cumulatively from the top (stage k re-initializes stages[0..k]).
+
+    Fresh values come from the CNN's own initializers with ``key`` (Adebayo et al. re-initialize
+    from the training initialization). A conv stage also resets its BatchNorm (scale 1, bias 0,
+    running mean 0, variance 1), as Quantus's per-module ``reset_parameters`` does in two steps.
+    """
+    unknown = [s for s in stages if s not in CASCADE]
+    if unknown:
+        raise ValueError(f"unknown layer(s) {unknown}; the cascade is {', '.join(CASCADE)}")
+    fresh = init_cnn(classifier.model, key)
+    params = dict(classifier.variables["params"])
+    stats = dict(classifier.variables["batch_stats"])
+    out = []
+    for stage in stages:
+        params[stage] = fresh["params"][stage]
+        if stage in CONV_LAYERS:
+            bn = "bn" + stage[len("conv"):]
+            params[bn] = fresh["params"][bn]
+            stats[bn] = fresh["batch_stats"][bn]
+        out.append((stage, classifier.replace(variables={"params": dict(params),
+                                                         "batch_stats": dict(stats)})))
+    return out
+
+
+def _similarities(reference, maps, absolute):
+    if absolute:
+        reference, maps = jnp.abs(reference), jnp.abs(maps)
+    rho = jax.vmap(spearman)(reference, maps)
+    s = jax.vmap(ssim)(minmax(reference), minmax(maps))
+    return rho, s
+
+
+@functools.partial(jax.jit, static_argnames=("explain_fn",))
+def _explain(explain_fn, model, x, targets, keys):
+    return explain_fn(model, x, targets, keys).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("absolute",))
+def _compare(reference, maps, *, absolute):
+    return _similarities(reference, maps, absolute)
+
+
+def model_parameter_randomization(explain_fn: ExplainFn, model, randomized: Sequence, x, targets,
+                                  *, key, absolute: bool = True) -> dict:
+    """Rank correlation and SSIM between the maps of ``model`` and of each randomized model.
+
+    Args:
+      explain_fn: ``(model, x, targets, keys) -> (B, H, W)`` (see ``robustness``); it is called
+        with the same keys for every model, so a stochastic method's noise is held fixed.
+      model: the trained model; randomized: ``[(name, model)]``, e.g. ``cascading_randomization``.
+      x: (B, H, W, C); targets: int (B,), kept fixed (Adebayo et al.: the original prediction).
+      key: one key or (B,) keys. absolute: compare |maps| (default; Adebayo et al. report both,
+        Quantus's ``MPRT`` compares the raw maps with Spearman by default).
+    Returns:
+      ``{name: {"spearman": (B,), "ssim": (B,)}}`` in the order of ``randomized``; SSIM is on
+      maps min-max scaled to [0, 1] each (data range 1), as Adebayo et al. normalise them.
+    """
+    check_inputs(x, None, targets)
+    keys = example_keys(key, np.shape(x)[0])
+    reference = _explain(explain_fn, model, x, targets, keys)
+    out = {}
+    for name, m in randomized:
+        rho, s = _compare(reference, _explain(explain_fn, m, x, targets, keys), absolute=absolute)
+        out[name] = {"spearman": rho, "ssim": s}
+    return out
