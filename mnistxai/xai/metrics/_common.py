@@ -19,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# the XAI module's chunked loop and per-map scaling serve the metrics unchanged
+from mnistxai.xai._core import chunked_map as chunked, minmax  # noqa: F401  (re-exported)
+
 DEFAULT_CHUNK = 256  # most model inputs evaluated in one pass (examples x perturbations)
 
 ScoreFn = Callable[[jax.Array], jax.Array]
@@ -77,23 +80,6 @@ def over_examples(one: Callable, args, n: int, examples_per_pass: int):
     return jax.lax.map(lambda a: one(*a), args, batch_size=max(1, min(n, examples_per_pass)))
 
 
-def chunked(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -> jax.Array:
-    """``fn(idx (k,)) -> (k, ...)`` for indices 0..num-1, ``per_pass`` at a time -> (num, ...).
-
-    Full chunks run in a ``lax.map`` (one compiled body), the remainder once after it; no padded
-    work is done and the values do not depend on ``per_pass``.
-    """
-    k = max(1, min(per_pass, num))
-    full, rem = divmod(num, k)
-    parts = []
-    if full:
-        out = jax.lax.map(lambda i: fn(i * k + jnp.arange(k)), jnp.arange(full))
-        parts.append(out.reshape((full * k,) + out.shape[2:]))
-    if rem:
-        parts.append(fn(full * k + jnp.arange(rem)))
-    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
-
-
 def descending_order(values: jax.Array, key: Optional[jax.Array]) -> jax.Array:
     """Indices of the flat ``values`` from largest to smallest.
 
@@ -136,10 +122,3 @@ def normalize_by_max(maps: jax.Array) -> jax.Array:
     """(B, H, W) maps divided by their largest |value| (Quantus ``normalise_by_max``); zeros stay zeros."""
     m = jnp.abs(maps).max(axis=(-2, -1), keepdims=True)
     return maps / jnp.where(m > 0, m, 1.0)
-
-
-def minmax(maps: jax.Array) -> jax.Array:
-    """(..., H, W) maps scaled to [0, 1] each; a constant map becomes zeros."""
-    lo = maps.min(axis=(-2, -1), keepdims=True)
-    span = maps.max(axis=(-2, -1), keepdims=True) - lo
-    return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1.0), 0.0)

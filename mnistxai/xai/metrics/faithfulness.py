@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai.xai.paths import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
                                           chunked, descending_order, example_keys, over_examples,
                                           pearson, plan, ranks_of)
@@ -26,15 +27,6 @@ ORDERS = ("morf", "lerf")
 def trapezoid_auc(curve: jax.Array) -> jax.Array:
     """Area under (..., L+1) curves sampled at fractions 0, 1/L, ..., 1 (RISE's ``auc``)."""
     return (curve.sum(-1) - (curve[..., 0] + curve[..., -1]) / 2) / (curve.shape[-1] - 1)
-
-
-def _blur(x: jax.Array, sigma: float) -> jax.Array:
-    """Gaussian blur of (..., H, W, C) images, renormalised at the border."""
-    def matrix(n):
-        d = np.arange(n)[:, None] - np.arange(n)[None, :]
-        m = np.exp(-0.5 * (d / sigma) ** 2)
-        return jnp.asarray(m / m.sum(1, keepdims=True), x.dtype)
-    return jnp.einsum("ij,...jkc,lk->...ilc", matrix(x.shape[-3]), x, matrix(x.shape[-2]))
 
 
 def _curve(score_fn, start, end, ranks, target, counts, per_pass):
@@ -64,7 +56,7 @@ def _pixel_curves(score_fn, x, attributions, targets, keys, fill, *, steps, mode
         if mode == "deletion":
             start, end = xi, jnp.broadcast_to(fi, xi.shape)
         else:
-            start = _blur(xi, blur_sigma) if blur_sigma > 0 else jnp.broadcast_to(fi, xi.shape)
+            start = blur(xi, blur_sigma) if blur_sigma > 0 else jnp.broadcast_to(fi, xi.shape)
             end = xi
         return _curve(score_fn, start, end, ranks, t, counts, per_pass)
     curves = over_examples(one, (x, attributions, targets, keys, fill), n, per_example)
