@@ -212,3 +212,65 @@ def plot_metric_curves(epochs: list[dict], panels: dict, title: str = "Training"
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---- explanation leaderboard (mnistxai.evaluate) ----------------------------------------------
+
+def plot_perturbation_curves(curves: dict, title: str = "Perturbation curves"):
+    """One panel per curve kind (e.g. "deletion", "insertion"): {kind: {method: (L+1,) mean curve}},
+    target-class probability against the fraction of pixels removed or inserted."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+    for ax, (kind, by_method) in zip(axes[0], curves.items()):
+        for method, curve in by_method.items():
+            curve = np.asarray(curve)
+            style = "--" if method in ("random", "sobel") else "-"
+            ax.plot(np.linspace(0, 1, len(curve)), curve, style, label=method, lw=1.3)
+        ax.set(xlabel="fraction of pixels", ylabel="target probability", title=kind, ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_randomization_cascade(stages, similarity: dict, title: str = "Model-parameter randomization"):
+    """Mean similarity to the trained model's maps as layers are randomized from the top:
+    ``similarity`` = {measure: {method: (len(stages),) means}} (e.g. "spearman", "ssim")."""
+    fig, axes = plt.subplots(1, len(similarity), figsize=(5.2 * len(similarity), 3.8), squeeze=False)
+    x = np.arange(len(stages) + 1)
+    for ax, (measure, by_method) in zip(axes[0], similarity.items()):
+        for method, values in by_method.items():
+            style = "--" if method in ("random", "sobel") else "-o"
+            ax.plot(x, np.concatenate([[1.0], values]), style, label=method, lw=1.2, ms=3)
+        ax.set_xticks(x, ["trained"] + [f"+{s}" for s in stages], rotation=45, fontsize=8)
+        ax.set(ylabel=measure, title=f"{measure} vs trained maps", ylim=(-0.2, 1.05))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_bars(table: dict, better: dict, title: str = "Leaderboard", columns: int = 4):
+    """A bar chart per metric: ``table`` = {metric: {method: (mean, standard error)}}, ``better``
+    = {metric: "lower" | "higher"}; error bars are one standard error, baselines hatched."""
+    rows = -(-len(table) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for ax, (metric, by_method) in zip(axes.flat, table.items()):
+        names = list(by_method)
+        means = np.array([by_method[m][0] for m in names], float)
+        ses = np.array([by_method[m][1] for m in names], float)
+        bars = ax.bar(range(len(names)), means, yerr=ses, capsize=2, color="tab:blue")
+        for bar, name in zip(bars, names):
+            if name in ("random", "sobel"):
+                bar.set_color("tab:gray")
+                bar.set_hatch("//")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_title(f"{metric} ({better.get(metric, '?')} is better)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(table):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,132 @@
+"""Explanation runs (resume, chunking, file format, CLI errors) and the leaderboard end to end."""
+
+import json
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mnistxai import data
+from mnistxai.classifier import Classifier
+from mnistxai.evaluate import METRICS, EvalConfig, completeness, evaluate_run
+from mnistxai.explain import ExplainConfig, explain_run, load_method
+from mnistxai.models import CNN, init_cnn
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def small():
+    """A narrow CNN (same layers as the seed's, so every method and the cascade apply)."""
+    model = CNN(widths=(4, 8, 8), hidden=16)
+    return Classifier(init_cnn(model, jax.random.key(0)), model)
+
+
+@pytest.fixture(scope="module")
+def test_images(mnist_dir):
+    images, labels = data.load("mnist", "test", mnist_dir)
+    return images[:N], labels[:N]
+
+
+def _config(**kw):
+    base = dict(checkpoint="test-classifier", methods=("saliency", "smoothgrad"), batch_size=4,
+                options={"smoothgrad": {"samples": 3}})
+    return ExplainConfig(**{**base, **kw})
+
+
+def _arrays(folder, name):
+    with np.load(folder / f"{name}.npz") as f:
+        return dict(f)
+
+
+def test_resume_gives_the_same_files(tmp_path, small, test_images):
+    images, labels = test_images
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    timings = explain_run(_config(), whole, small, images, labels, progress=False)
+    assert set(timings) == {"saliency", "smoothgrad"}
+    # interrupted after one batch, then after another (mid-method), then finished
+    assert explain_run(_config(), pieces, small, images, labels, progress=False, max_batches=1) == {}
+    assert (pieces / "parts" / "saliency" / "0000000.npz").exists()
+    explain_run(_config(), pieces, small, images, labels, progress=False, max_batches=3)
+    assert (pieces / "saliency.npz").exists() and not (pieces / "smoothgrad.npz").exists()
+    explain_run(_config(), pieces, small, images, labels, progress=False)
+    assert not (pieces / "parts").exists()
+    for name in ("saliency", "smoothgrad"):
+        a, b = _arrays(whole, name), _arrays(pieces, name)
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"{name}/{k}")
+    assert json.loads((whole / "run.json").read_text()) == json.loads((pieces / "run.json").read_text())
+
+
+def test_file_format_and_batch_size_does_not_change_numbers(tmp_path, small, test_images):
+    images, labels = test_images
+    cfg = dict(methods=("integrated_gradients",), dtype="float32",
+               options={"integrated_gradients": {"steps": 8}})
+    explain_run(_config(**cfg, batch_size=3), tmp_path / "a", small, images, labels, progress=False)
+    explain_run(_config(**cfg, batch_size=N), tmp_path / "b", small, images, labels, progress=False)
+    a, b = _arrays(tmp_path / "a", "integrated_gradients"), _arrays(tmp_path / "b", "integrated_gradients")
+    assert a["attributions"].dtype == np.float32 and a["attributions"].shape == (N, 28, 28)
+    np.testing.assert_allclose(a["attributions"], b["attributions"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(a["extra_convergence_delta"], b["extra_convergence_delta"], atol=1e-5)
+    np.testing.assert_array_equal(a["indices"], np.arange(N))
+    np.testing.assert_array_equal(a["labels"], labels)
+    np.testing.assert_array_equal(a["targets"], a["predictions"])  # targets="predicted"
+    np.testing.assert_allclose(a["attribution_sum"], a["attributions"].sum((1, 2)), rtol=1e-5)
+    timing = json.loads((tmp_path / "a" / "integrated_gradients.json").read_text())
+    assert timing["images"] == N and timing["images_per_s"] > 0 and timing["peak_rss_mb"] > 0
+    assert load_method(tmp_path / "a", "integrated_gradients")["attributions"].dtype == np.float32
+    stats = completeness(a)
+    assert stats["images"] == N
+    assert stats["mean_abs_delta"] == pytest.approx(np.abs(a["extra_convergence_delta"]).mean(), rel=1e-6)
+
+
+def test_bad_settings_fail_before_compiling(tmp_path, small, test_images):
+    images, labels = test_images
+    with pytest.raises(ValueError, match="unknown method"):
+        explain_run(_config(methods=("saliency", "magic")), tmp_path / "x", small, images, labels)
+    with pytest.raises(ValueError, match="unknown option"):
+        explain_run(_config(options={"smoothgrad": {"sampels": 3}}), tmp_path / "y", small, images,
+                    labels)
+    one = dict(methods=("saliency",), options={})
+    explain_run(_config(**one), tmp_path / "z", small, images, labels, progress=False)
+    with pytest.raises(ValueError, match="other settings.*batch_size"):
+        explain_run(_config(**one, batch_size=5), tmp_path / "z", small, images, labels)
+
+
+def test_cli_bad_input_is_one_line_and_exit_1(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "mnistxai.explain", "--checkpoint", "runs/cnn",
+                           "--methods", "saliency,nonsense", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and "nonsense" in proc.stderr
+
+
+def test_leaderboard_end_to_end_and_chunking(tmp_path, small, test_images):
+    images, labels = test_images
+    run = tmp_path / "run"
+    explain_run(_config(methods=("saliency",), batch_size=N, options={}), run, small, images,
+                labels, progress=False)
+    tiny = dict(limit=8, robustness_images=2, steps=4, regions=4, faithfulness_runs=4, subset=50,
+                infidelity_samples=4, sensitivity_samples=2)
+    res = evaluate_run(run, tmp_path / "lb", EvalConfig(**tiny, batch_size=8), small, images,
+                       progress=False)
+    res4 = evaluate_run(run, tmp_path / "lb4", EvalConfig(**tiny, batch_size=4), small, images,
+                        progress=False)
+    assert list(res["methods"]) == ["saliency", "random", "sobel"]
+    for name, row in res["methods"].items():
+        for metric in METRICS:
+            m, m4 = row["metrics"][metric], res4["methods"][name]["metrics"][metric]
+            assert m["n"] == (2 if metric.startswith(("max_", "random")) else 8), (name, metric)
+            np.testing.assert_allclose(m4["mean"], m["mean"], rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{name}/{metric}")
+    # the baselines do what they must: Sobel maps ignore the model entirely
+    assert res["methods"]["sobel"]["metrics"]["randomization_spearman"]["mean"] == pytest.approx(1.0)
+    for f in ("leaderboard.csv", "leaderboard.md", "evaluation.json", "per_example.npz",
+              "curves.png", "randomization.png", "bars.png"):
+        assert (tmp_path / "lb" / f).stat().st_size > 0, f
+    rows = (tmp_path / "lb" / "leaderboard.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("method,images,explain_seconds")
+    assert "± " in (tmp_path / "lb" / "leaderboard.md").read_text()
