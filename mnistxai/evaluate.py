@@ -46,7 +46,7 @@ METRICS = {
     "morf_aopc": ("higher", "Region perturbation AOPC, most relevant first (Samek 2017)"),
     "lerf_aopc": ("lower", "Region perturbation AOPC, least relevant first (Samek 2017)"),
     "faithfulness_corr": ("higher", "Faithfulness correlation, target logit (Bhatt 2020)"),
-    "infidelity": ("lower", "Scale-optimal normalised infidelity, target logit (Yeh 2019)"),
+    "infidelity": ("lower", "Scale-optimal normalised infidelity, 4x4 square removal, target logit (Yeh 2019)"),
     "max_sensitivity": ("lower", "Max-sensitivity, radius 0.2 (Yeh 2019)"),
     "sparseness": ("higher", "Gini index of |map| (Chalasani 2020)"),
     "complexity": ("lower", "Entropy of |map| fractions (Bhatt 2020)"),
@@ -80,7 +80,7 @@ class EvalConfig:
       seed: per-image keys are fold_in(key(seed), image index) (0).
       steps: deletion/insertion steps (16 = 49 pixels each); patch, regions: region perturbation
         (4x4 patches, the first 24 of 49); faithfulness_runs, subset: faithfulness correlation
-        (32 runs, 224 pixels); infidelity_samples, infidelity_sigma (16, 0.1);
+        (32 runs, 224 pixels); infidelity_samples (16 squares of ``patch`` size removed);
         sensitivity_samples, sensitivity_radius (10, 0.2).
       baselines: reference maps scored too (random, sobel).
     """
@@ -97,7 +97,6 @@ class EvalConfig:
     faithfulness_runs: int = 32
     subset: int = 224
     infidelity_samples: int = 16
-    infidelity_sigma: float = 0.1
     sensitivity_samples: int = 10
     sensitivity_radius: float = 0.2
     baselines: tuple = M.BASELINES
@@ -110,8 +109,8 @@ class EvalConfig:
                 raise ValueError(f"{f} must be a positive integer, got {v!r}")
         if self.robustness_images < 0 or self.costly_robustness_images < 0:
             raise ValueError("robustness_images and costly_robustness_images must be >= 0")
-        if not (self.infidelity_sigma > 0 and self.sensitivity_radius > 0):
-            raise ValueError("infidelity_sigma and sensitivity_radius must be > 0")
+        if not self.sensitivity_radius > 0:
+            raise ValueError("sensitivity_radius must be > 0")
         unknown = [b for b in self.baselines if b not in M.BASELINES]
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(M.BASELINES)}")
@@ -161,7 +160,7 @@ def batch_metrics(config: EvalConfig, probs, logits, x, a, t, keys) -> dict:
         "faithfulness_corr": M.faithfulness_correlation(
             logits, x, a, t, key=sub(3), runs=c.faithfulness_runs, subset=c.subset, **kw),
         "infidelity": M.infidelity(logits, x, a, t, key=sub(4), samples=c.infidelity_samples,
-                                   sigma=c.infidelity_sigma, **kw),
+                                   patch=c.patch, **kw),
         "sparseness": M.sparseness(a), "complexity": M.complexity(a),
     }
 

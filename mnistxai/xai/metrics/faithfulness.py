@@ -188,8 +188,16 @@ def _sampled(score_fn, x, attributions, targets, keys, fill, *, kind, samples, s
                 masks = masks.reshape(-1, h, w)
                 inputs = jnp.where(masks[..., None], fi, xi[None])
                 sums = (masks * ai).sum((1, 2))
-            else:  # Yeh: Gaussian perturbation I, input x - I, explanation term I . attribution
-                noise = jax.vmap(lambda kk: jax.random.normal(kk, xi.shape, xi.dtype))(ks) * size
+            else:  # Yeh: perturbation I, input x - I, explanation term I . attribution
+                if kind == "square":  # the pixels of a random size x size square removed (set to 0)
+                    corner = jax.vmap(lambda kk: jax.random.randint(
+                        kk, (2,), 0, jnp.array([h - size + 1, w - size + 1])))(ks)
+                    rows, cols = jnp.arange(h), jnp.arange(w)
+                    inside = lambda c: ((rows[:, None] >= c[0]) & (rows[:, None] < c[0] + size)
+                                        & (cols[None] >= c[1]) & (cols[None] < c[1] + size))
+                    noise = jax.vmap(inside)(corner)[..., None] * xi[None]
+                else:  # "gaussian": I ~ N(0, size^2) per pixel
+                    noise = jax.vmap(lambda kk: jax.random.normal(kk, xi.shape, xi.dtype))(ks) * size
                 inputs = xi[None] - noise
                 sums = (noise.sum(-1) * ai).sum((1, 2))
             return jnp.stack([sums, f0 - score_fn(inputs)[:, t]], -1)
@@ -221,24 +229,32 @@ def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key
 
 
 def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, samples: int = 32,
-               sigma: float = 0.1, chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+               perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
+               chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
     """Infidelity (Yeh et al. 2019, arXiv:1901.09392), scale-optimal and normalised. Lower is
     better, in [0, 1].
 
-    With perturbations I ~ N(0, sigma^2) per pixel (Yeh's noisy-baseline setting), s = I . attr and
-    d = f(x) - f(x - I) for the target score: infidelity = min_b E[(b s - d)^2] / E[d^2]
-    = 1 - E[s d]^2 / (E[s^2] E[d^2]). Yeh's definition is E[(s - d)^2]; the optimal scale b (their
-    code applies it too) makes maps of different units comparable, and dividing by E[d^2] makes
-    images comparable. Quantus's ``Infidelity`` instead replaces 4x4 patches by a baseline and
-    reports the raw squared error. Exact for a linear score and the gradient map (0). The
-    leaderboard passes the target logit (small noise keeps it near-linear). Returns (B,).
+    For perturbations I, s = I . attr and d = f(x) - f(x - I) for the target score:
+    infidelity = min_b E[(b s - d)^2] / E[d^2] = 1 - E[s d]^2 / (E[s^2] E[d^2]).
+    ``perturbation``: ``"square"`` (default; Yeh's square removal, as Quantus's default: a random
+    ``patch`` x ``patch`` square of the image set to 0, I = x on it) or ``"gaussian"`` (Yeh's
+    noisy baseline, I ~ N(0, sigma^2) per pixel). Yeh's definition is E[(s - d)^2]; the optimal
+    scale b (their code applies it too) makes maps of different units comparable, and dividing by
+    E[d^2] makes images comparable; Quantus reports the raw squared error. Exact (0) for a linear
+    score and its gradient map. The leaderboard passes the target logit. Returns (B,).
     """
     check_inputs(x, attributions, targets)
     check_positive(samples=samples, chunk_size=chunk_size)
+    if perturbation not in ("square", "gaussian"):
+        raise ValueError(f"unknown perturbation {perturbation!r}; choose 'square' or 'gaussian'")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
+    check_positive(patch=patch)
+    if patch > min(np.shape(x)[1:3]):
+        raise ValueError(f"patch must fit in the image, got {patch}")
+    size = patch if perturbation == "square" else float(sigma)
     pairs = _sampled(score_fn, x, attributions, targets, example_keys(key, np.shape(x)[0]),
-                     _fill(0.0, x), kind="noise", samples=samples, size=float(sigma),
+                     _fill(0.0, x), kind=perturbation, samples=samples, size=size,
                      chunk_size=chunk_size)
     s, d = pairs[..., 0], pairs[..., 1]
     sd, ss, dd = (s * d).mean(-1), (s * s).mean(-1), (d * d).mean(-1)
