@@ -1,56 +1,93 @@
 #!/usr/bin/env python3
-"""Train the BatchNorm CNN on MNIST (or Fashion-MNIST) with checkpoints, history and curves.
+"""Train the BatchNorm CNN, the VAE or the DCGAN generator on MNIST with checkpoints, history and curves.
 
   python train_mnist.py --workdir runs/cnn                  # defaults: >= 99.4% test accuracy
   python train_mnist.py --workdir runs/cnn --resume         # continue an interrupted run
   python train_mnist.py --dataset fashion_mnist --workdir runs/fashion
   python train_mnist.py --init-from runs/fashion --freeze-backbone --workdir runs/transfer
+  python train_mnist.py --model vae                         # runs/vae: conv VAE + latent classifier
+  python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn   # runs/generator: DCGAN
 """
 
+import dataclasses
 import sys
 
 from mnistxai.cli import ArgumentParser, run_main
 from mnistxai.train import TrainConfig, TrainingInterrupted, train_and_evaluate
+from mnistxai.train_generative import GANConfig, VAEConfig, train_generator, train_vae
 
 DEFAULTS = TrainConfig()
+MODELS = {"cnn": (TrainConfig, train_and_evaluate), "vae": (VAEConfig, train_vae),
+          "generator": (GANConfig, train_generator)}
+
+
+def _default(name: str) -> str:
+    return ", ".join(f"{getattr(config(), name)} ({model})" for model, (config, _) in MODELS.items())
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description=__doc__.splitlines()[0], epilog="Defaults live in mnistxai.train.TrainConfig.")
-    p.add_argument("--model", default="cnn", choices=["cnn"], help="what to train (default: cnn)")
+    p = ArgumentParser(description=__doc__.splitlines()[0], epilog="Defaults live in mnistxai.train.TrainConfig and mnistxai.train_generative.VAEConfig, GANConfig.")
+    p.add_argument("--model", default="cnn", choices=list(MODELS), help="what to train (default: cnn)")
     p.add_argument("--dataset", default=DEFAULTS.dataset, help="mnist or fashion_mnist (default: mnist)")
     p.add_argument("--data-dir", help="folder with the four IDX files (default: $MNISTXAI_DATA_DIR, then others)")
-    p.add_argument("--workdir", default="runs/cnn", help="checkpoints, history.json, training_curves.png (default: runs/cnn)")
-    p.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help=f"passes over the data (default: {DEFAULTS.epochs})")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help=f"default: {DEFAULTS.batch_size}")
-    p.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"peak one-cycle learning rate (default: {DEFAULTS.lr})")
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay, help=f"AdamW weight decay (default: {DEFAULTS.weight_decay})")
-    p.add_argument("--augment-shift", type=int, default=DEFAULTS.augment_shift,
-                   help=f"random translation in pixels, 0 disables (default: {DEFAULTS.augment_shift})")
+    p.add_argument("--workdir", help="checkpoints, history.json, training_curves.png (default: runs/MODEL)")
+    p.add_argument("--epochs", type=int, help=f"passes over the data (default: {_default('epochs')})")
+    p.add_argument("--batch-size", type=int, help=f"default: {_default('batch_size')}")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {_default('lr')})")
+    p.add_argument("--weight-decay", type=float, help=f"CNN: AdamW weight decay (default: {DEFAULTS.weight_decay})")
+    p.add_argument("--augment-shift", type=int,
+                   help=f"CNN: random translation in pixels, 0 disables (default: {DEFAULTS.augment_shift})")
+    p.add_argument("--latent-dim", type=int, help=f"vae, generator: size of the code z (default: {VAEConfig.latent_dim})")
+    p.add_argument("--classifier", metavar="WORKDIR",
+                   help="generator: a CNN run that scores samples each epoch (IS, Frechet distance) and picks 'best'")
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"default: {DEFAULTS.seed}")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
     p.add_argument("--limit-test", type=int, metavar="N", help="evaluate on the first N test images only")
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir (its saved settings win)")
-    p.add_argument("--init-from", metavar="WORKDIR", help="initialize all but the head from this run's CNN")
-    p.add_argument("--freeze-backbone", action="store_true", help="with --init-from: train only the new head")
+    p.add_argument("--init-from", metavar="WORKDIR", help="cnn: initialize all but the head from this run's CNN; "
+                                                          "generator: start from this VAE run's decoder")
+    p.add_argument("--freeze-backbone", action="store_true", help="CNN, with --init-from: train only the new head")
     return p.parse_args(argv)
+
+
+def make_config(args):
+    """The model's config: its defaults, overridden by the flags given; flags it lacks are errors."""
+    config_cls, _ = MODELS[args.model]
+    values = {"data_dir": args.data_dir, "limit_train": args.limit_train, "limit_test": args.limit_test}
+    for name in ("dataset", "epochs", "batch_size", "lr", "seed", "weight_decay", "augment_shift", "init_from",
+                 "latent_dim", "classifier"):
+        value = getattr(args, name)
+        if value is not None and value is not False:
+            values[name] = value
+    if args.freeze_backbone:
+        values["freeze_backbone"] = True
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        raise ValueError(f"{flags}: not a setting of --model {args.model}")
+    return config_cls(**values).validate()
 
 
 def main(argv=None):
     args = parse_args(argv)
-    config = TrainConfig(
-        dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, augment_shift=args.augment_shift, seed=args.seed,
-        limit_train=args.limit_train, limit_test=args.limit_test, init_from=args.init_from,
-        freeze_backbone=args.freeze_backbone).validate()
+    config = make_config(args)
+    workdir = args.workdir or f"runs/{args.model}"
     try:
-        history = train_and_evaluate(config, args.workdir, resume=args.resume)
+        history = MODELS[args.model][1](config, workdir, resume=args.resume)
     except TrainingInterrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
     last = history["epochs"][-1]
-    print(f"done: test accuracy {100 * last['test_accuracy']:.2f}% after {last['wall_seconds']:.0f} s; "
-          f"outputs in {args.workdir}")
+    if args.model == "cnn":
+        summary = f"test accuracy {100 * last['test_accuracy']:.2f}%"
+    elif args.model == "vae":
+        summary = (f"test -ELBO {last['test_loss']:.2f} nats, latent classifier test accuracy "
+                   f"{100 * last['test_accuracy']:.2f}%")
+    else:
+        summary = (f"Inception Score {last['inception_score']:.3f}, Frechet distance {last['frechet_distance']:.3f} "
+                   f"({config.eval_samples} samples)" if "inception_score" in last else "no classifier scores")
+    print(f"done: {summary} after {last['wall_seconds']:.0f} s; outputs in {workdir}")
     return 0
 
 

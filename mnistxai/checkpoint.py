@@ -1,4 +1,4 @@
-"""All orbax-checkpoint code of the project: atomic save, restore, and ``load_classifier``.
+"""All orbax-checkpoint code of the project: atomic save, restore, ``load_classifier``, ``load_vae``, ``load_generator``.
 
 A training work dir holds two checkpoint folders, each with one step kept::
 
@@ -22,7 +22,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mnistxai.classifier import Classifier
+from mnistxai.gan import Generator, GeneratorModel
 from mnistxai.models import CNN
+from mnistxai.vae import VAE, VAEModel
 
 ITEMS = ("state", "config", "metrics")
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
@@ -102,3 +104,35 @@ def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
     # Through NumPy: fresh, uncommitted arrays like a newly initialized model's, so that jitted XAI
     # functions compiled for one classifier are reused for this one instead of recompiling.
     return Classifier(jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a)), variables), model)
+
+
+def _load_model(workdir: str | Path, which: str, kind: str) -> tuple[dict, dict]:
+    """(state as nested dicts of fresh arrays, saved config) of a ``kind`` run, or CheckpointError."""
+    state, config, _ = restore(resolve_checkpoint_dir(workdir, which))
+    if config.get("model", "cnn") != kind:
+        raise CheckpointError(f"{workdir} holds a {config.get('model', 'cnn')!r} model, not a {kind!r}")
+    return jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a)), state), config
+
+
+def load_vae(workdir: str | Path, which: str = "best") -> VAEModel:
+    """The trained VAE of a ``train_mnist.py --model vae`` work dir as a ``VAEModel``.
+
+    Args:
+      workdir: the run's work dir (or a checkpoint folder inside it).
+      which: ``"best"`` (lowest test -ELBO, default) or ``"latest"``.
+    """
+    state, config = _load_model(workdir, which, "vae")
+    return VAEModel(state["params"], VAE(**config.get("model_kwargs", {})))
+
+
+def load_generator(workdir: str | Path, which: str = "best") -> GeneratorModel:
+    """The trained generator of a ``train_mnist.py --model generator`` work dir as a ``GeneratorModel``.
+
+    Args:
+      workdir: the run's work dir (or a checkpoint folder inside it).
+      which: ``"best"`` (lowest Frechet distance when scored during training, else latest) or ``"latest"``.
+
+    The generator's weights are the moving average ``g_ema`` that training sampled and scored.
+    """
+    state, config = _load_model(workdir, which, "generator")
+    return GeneratorModel(state["g_ema"], Generator(**config.get("model_kwargs", {})))

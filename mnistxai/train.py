@@ -67,18 +67,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError with one readable line for any impossible value."""
-        if self.dataset not in data.DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}")
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        for name in ("limit_train", "limit_test"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if not (self.lr > 0 and np.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        validate_common(self)
         if not 0 < self.warmup < 1:
             raise ValueError(f"warmup must be in (0, 1), got {self.warmup}")
         if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
@@ -88,6 +77,26 @@ class TrainConfig:
         if self.freeze_backbone and not self.init_from:
             raise ValueError("freeze_backbone needs init_from: a frozen random backbone explains nothing")
         return self
+
+
+def validate_common(config) -> None:
+    """The checks every training config shares (dataset, epochs, batch sizes, limits, lr).
+
+    ``config`` is any object with the attributes ``dataset, epochs, batch_size, eval_batch_size,
+    limit_train, limit_test, lr`` (``TrainConfig`` and the generative models' configs).
+    """
+    if config.dataset not in data.DATASETS:
+        raise ValueError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    positive = {"epochs": config.epochs, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    for name, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    for name in ("limit_train", "limit_test"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if not (config.lr > 0 and np.isfinite(config.lr)):
+        raise ValueError(f"lr must be a positive number, got {config.lr}")
 
 
 @struct.dataclass
@@ -131,7 +140,10 @@ def _loss(logits, labels, num_classes: int, smoothing: float):
 
 
 def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainConfig) -> Callable:
-    """The jitted, state-donating step: (state, uint8 images (B,28,28), int32 labels) -> (state, metrics)."""
+    """The jitted, state-donating step: (state, uint8 images (B,28,28), int32 labels) -> (state, metrics).
+
+    ``metrics`` are sums over the batch: ``loss`` (cross-entropy) and ``accuracy`` (correct count).
+    """
 
     def forward(params, batch_stats, x, dropout_key):
         variables = {"params": params, "batch_stats": batch_stats}
@@ -158,7 +170,7 @@ def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainC
         state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-        return state, {"loss": loss * labels.shape[0], "correct": correct}
+        return state, {"loss": loss * labels.shape[0], "accuracy": correct}  # sums over the batch
 
     return jax.jit(train_step, donate_argnums=0)
 
@@ -220,6 +232,27 @@ def load_split(config: TrainConfig, split: str) -> tuple[np.ndarray, np.ndarray]
     return (images[:limit], labels[:limit]) if limit else (images, labels)
 
 
+def build_cnn(config: TrainConfig, steps_per_epoch: int, test: tuple) -> "Task":
+    """The CNN's part of the training loop: state, steps, test evaluation (best = highest accuracy)."""
+    test_images, test_labels = test
+    model = CNN()
+    tx = make_optimizer(config, steps_per_epoch)
+    state = create_state(config, model, tx)
+    eval_step = make_eval_step(model)
+
+    def evaluate_state(s: TrainState) -> dict:
+        test = evaluate(eval_step, {"params": s.params, "batch_stats": s.batch_stats}, test_images, test_labels,
+                        config.eval_batch_size)
+        return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+
+    return Task(
+        state=state, train_step=make_train_step(model, tx, config), evaluate=evaluate_state,
+        score=lambda m: m["test_accuracy"], model_kwargs={},
+        summary=f"CNN with {count_params(state.params):,} parameters",
+        describe=lambda m: f"test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}",
+        bar_keys=("loss", "accuracy"))
+
+
 def train_and_evaluate(config: TrainConfig, workdir: str | Path, resume: bool = False,
                        max_steps: int | None = None, progress: bool = True) -> dict:
     """Train, evaluate every epoch, checkpoint, and write ``history.json`` and ``training_curves.png``.
@@ -235,6 +268,52 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, resume: bool = 
     Returns:
       The history: a dict with ``epochs``, a list of per-epoch metrics.
     """
+    return fit("cnn", config, build_cnn, workdir, resume, max_steps, progress)
+
+
+@dataclasses.dataclass
+class Task:
+    """One kind of model, as the shared epoch loop ``fit`` needs it.
+
+    Attributes:
+      state: the initial train state (a pytree of arrays with ``step``; also the restore template).
+      train_step: jitted ``(state, uint8 images (B,28,28), int32 labels (B,)) -> (state, metrics)``, the
+        metrics summed over the batch (the epoch record holds ``train_<name>`` = sum / images).
+      evaluate: ``state -> dict`` of test metrics for the epoch record.
+      score: ``epoch record -> float``; the ``best`` checkpoint keeps the highest.
+      model_kwargs: what ``mnistxai.checkpoint`` needs to rebuild the module.
+      summary: a line about the model (e.g. its parameter count), printed at the start.
+      describe: ``epoch record -> str``, the line printed after each epoch.
+      bar_keys: the running train metrics shown on the progress bar.
+      plot: ``epochs -> Figure`` for ``training_curves.png`` (None: ``viz.plot_training_curves``).
+      write_figures: ``(workdir, state) -> None``, picture grids after each epoch (None: none).
+    """
+
+    state: Any
+    train_step: Callable
+    evaluate: Callable[[Any], dict]
+    score: Callable[[dict], float]
+    model_kwargs: dict
+    summary: str
+    describe: Callable[[dict], str]
+    bar_keys: tuple = ()
+    plot: Callable | None = None
+    write_figures: Callable[[Path, Any], None] | None = None
+
+
+def fit(model_name: str, config, build: Callable[[Any, int, tuple], Task], workdir: str | Path,
+        resume: bool = False, max_steps: int | None = None, progress: bool = True) -> dict:
+    """The epoch loop every model trains with: progress bar, per-epoch evaluation, checkpoints, resume.
+
+    Args:
+      model_name: ``"cnn"``, ``"vae"`` or ``"generator"``, saved in the checkpoint's config.
+      config: ``TrainConfig`` or a generative config (validated here); on resume the saved one wins.
+      build: ``(config, steps_per_epoch, (test_images, test_labels)) -> Task``.
+      workdir, resume, max_steps, progress: as in ``train_and_evaluate``.
+
+    Returns:
+      The history: ``{"config": ..., "epochs": [per-epoch records]}``.
+    """
     workdir = Path(workdir)
     latest_dir, best_dir = workdir / "checkpoints" / "latest", workdir / "checkpoints" / "best"
     history = {"config": dataclasses.asdict(config), "epochs": []}
@@ -242,85 +321,90 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, resume: bool = 
         if checkpoint.latest_step(latest_dir) is None:
             raise checkpoint.CheckpointError(f"--resume: no checkpoint in {latest_dir}")
         _, saved, meta = checkpoint.restore(latest_dir)
-        config = TrainConfig(**saved["train"])
-        history = meta["history"]
+        if saved.get("model", "cnn") != model_name:
+            raise checkpoint.CheckpointError(f"{workdir} holds a {saved.get('model')!r} run, not {model_name!r}")
+        config, history = type(config)(**saved["train"]), meta["history"]
     elif checkpoint.latest_step(latest_dir) is not None:
         raise ValueError(f"{workdir} already holds a training run; pass --resume to continue it "
                          "or choose another --workdir")
     config.validate()
 
     train_images, train_labels = load_split(config, "train")
-    test_images, test_labels = load_split(config, "test")
+    test = load_split(config, "test")
     batch_size = min(config.batch_size, len(train_images))
     steps_per_epoch = len(train_images) // batch_size
-    model = CNN()
-    tx = make_optimizer(config, steps_per_epoch)
-    state = create_state(config, model, tx)
+    task = build(config, steps_per_epoch, test)
+    state = task.state
     if resume:
         state = checkpoint.restore(latest_dir, template=state)[0]
-    train_step, eval_step = make_train_step(model, tx, config), make_eval_step(model)
-    saved_config = {"model": "cnn", "model_kwargs": {}, "train": dataclasses.asdict(config)}
-    best_accuracy = max((e["test_accuracy"] for e in history["epochs"]), default=-1.0)
+    saved_config = {"model": model_name, "model_kwargs": task.model_kwargs, "train": dataclasses.asdict(config)}
+    best_score = max((task.score(e) for e in history["epochs"]), default=-np.inf)
 
     def save(directory, metrics):
         checkpoint.save(directory, int(state.step), state, saved_config, {**metrics, "history": history})
 
     if progress:
         print(f"JAX {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
-        print(f"CNN with {count_params(state.params):,} parameters; {len(train_images):,} train / "
-              f"{len(test_images):,} test images of {config.dataset}; {steps_per_epoch} steps/epoch")
+        print(f"{task.summary}; {len(train_images):,} train / {len(test[0]):,} test images of {config.dataset}; "
+              f"{steps_per_epoch} steps/epoch")
     step = int(state.step)
     try:
         for epoch in range(step // steps_per_epoch, config.epochs):
             order = epoch_permutation(config, epoch, len(train_images))
-            first = step - epoch * steps_per_epoch
-            totals, seen, start = {"loss": 0.0, "correct": 0}, 0, time.perf_counter()
-            bar = tqdm(range(first, steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                       disable=not progress, leave=True, dynamic_ncols=True)
+            totals, seen, start = {}, 0, time.perf_counter()
+            bar = tqdm(range(step - epoch * steps_per_epoch, steps_per_epoch), disable=not progress,
+                       desc=f"epoch {epoch + 1}/{config.epochs}", leave=True, dynamic_ncols=True)
             for i in bar:
                 if max_steps is not None and step >= max_steps:
                     raise KeyboardInterrupt
                 idx = order[i * batch_size:(i + 1) * batch_size]
-                state, m = train_step(state, train_images[idx], train_labels[idx])
-                totals = {k: totals[k] + m[k] for k in totals}
+                state, m = train_step_and_sum(task.train_step, state, train_images[idx], train_labels[idx], totals)
                 seen += len(idx)
                 step += 1
                 if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    rate = seen / (time.perf_counter() - start)
-                    bar.set_postfix(loss=f"{float(totals['loss']) / seen:.4f}",
-                                    acc=f"{float(totals['correct']) / seen:.4f}", img_s=f"{rate:.0f}")
+                    bar.set_postfix({k: f"{float(totals[k]) / seen:.4f}" for k in task.bar_keys},
+                                    img_s=f"{seen / (time.perf_counter() - start):.0f}")
             train_seconds = time.perf_counter() - start
-            test = evaluate(eval_step, {"params": state.params, "batch_stats": state.batch_stats},
-                            test_images, test_labels, config.eval_batch_size)
             metrics = {"epoch": epoch + 1, "step": step,
-                       "train_loss": float(totals["loss"]) / max(seen, 1),
-                       "train_accuracy": float(totals["correct"]) / max(seen, 1),
-                       "test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                       "epoch_seconds": time.perf_counter() - start,
-                       "images_per_second": seen / max(train_seconds, 1e-9)}
+                       **{f"train_{k}": float(v) / max(seen, 1) for k, v in totals.items()},
+                       **task.evaluate(state)}
+            metrics["epoch_seconds"] = time.perf_counter() - start
+            metrics["images_per_second"] = seen / max(train_seconds, 1e-9)
             metrics["wall_seconds"] = metrics["epoch_seconds"] + (
                 history["epochs"][-1]["wall_seconds"] if history["epochs"] else 0.0)
             history["epochs"].append(metrics)
             if progress:
-                print(f"epoch {epoch + 1}: test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}, "
-                      f"{metrics['images_per_second']:.0f} img/s")
+                print(f"epoch {epoch + 1}: {task.describe(metrics)}, {metrics['images_per_second']:.0f} img/s")
             save(latest_dir, metrics)
-            if test["accuracy"] > best_accuracy:
-                best_accuracy = test["accuracy"]
+            if task.score(metrics) > best_score:
+                best_score = task.score(metrics)
                 save(best_dir, metrics)
-            write_outputs(workdir, history)
+            write_outputs(workdir, history, task.plot)
+            if task.write_figures:
+                task.write_figures(workdir, state)
     except KeyboardInterrupt:
         save(latest_dir, {"interrupted_at_step": step})
         raise TrainingInterrupted(f"stopped at step {step}; continue with --resume") from None
     return history
 
 
-def write_outputs(workdir: Path, history: dict) -> None:
-    """``history.json`` and ``training_curves.png`` in ``workdir``."""
+def train_step_and_sum(train_step, state, images, labels, totals: dict):
+    """Run one step and add its summed metrics into ``totals`` (device arrays; no sync per step)."""
+    state, m = train_step(state, images, labels)
+    for k, v in m.items():
+        totals[k] = totals.get(k, 0.0) + v
+    return state, m
+
+
+def write_outputs(workdir: Path, history: dict, plot: Callable | None = None) -> None:
+    """``history.json`` and ``training_curves.png`` in ``workdir``.
+
+    ``plot(epochs) -> Figure`` draws the curves (default: the CNN's ``plot_training_curves``).
+    """
     from mnistxai.viz import plot_training_curves  # matplotlib only when writing
 
     write_json_atomic(workdir / "history.json", history)
-    fig = plot_training_curves(history["epochs"])
+    fig = (plot or plot_training_curves)(history["epochs"])
     tmp = workdir / "training_curves.tmp.png"
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, workdir / "training_curves.png")
