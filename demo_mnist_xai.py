@@ -18,7 +18,11 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from mnistxai import data, demo, viz
+from mnistxai.checkpoint import CheckpointError, load_classifier, load_generator, load_vae, resolve_checkpoint_dir
 from mnistxai.cli import ArgumentParser, run_main
+from mnistxai.report import Figure, Section, markdown_to_html, write_report
+from mnistxai.xai import activation_max as am, latent_walk as lw, parse_methods
 
 
 def parse_args(argv=None):
@@ -31,6 +35,13 @@ def parse_args(argv=None):
     p.add_argument("--image", help="a picture of a digit to explain too (PNG, JPEG, ...)")
     p.add_argument("--grid-size", type=int, default=12, help="digits in the batch grid (default: 12)")
     p.add_argument("--tour-points", type=int, default=1500, help="test digits in the grand tour (default: 1500)")
+    p.add_argument("--vae", default="runs/vae", help="a trained VAE (python train_mnist.py --model vae) for the "
+                   "latent walks (default: runs/vae; without one the section says how to train it)")
+    p.add_argument("--generator", default="runs/generator", help="a trained generator (python train_mnist.py "
+                   "--model generator) for DGN-AM (default: runs/generator; optional likewise)")
+    p.add_argument("--am-steps", type=int, default=200, help="activation-maximization steps (default: 200)")
+    p.add_argument("--leaderboard", help="an evaluation folder (python -m mnistxai.evaluate --out DIR) to show "
+                   "(default: CHECKPOINT/leaderboard when it exists)")
     p.add_argument("--quick", action="store_true", help="lighter method settings (fewer samples and steps)")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
@@ -39,13 +50,9 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.perf_counter()
-    from mnistxai import data, demo, viz
-    from mnistxai.checkpoint import CheckpointError, load_classifier, resolve_checkpoint_dir
-    from mnistxai.report import Figure, Section, write_report
-
-    methods = demo.parse_methods(args.methods)
-    if args.grid_size < 1 or args.tour_points < 10:
-        raise ValueError("--grid-size must be >= 1 and --tour-points >= 10")
+    methods = parse_methods(args.methods)
+    if args.grid_size < 1 or args.tour_points < 10 or args.am_steps < 1:
+        raise ValueError("--grid-size and --am-steps must be >= 1, --tour-points >= 10")
     try:
         classifier = load_classifier(args.checkpoint)
     except CheckpointError as e:
@@ -79,7 +86,7 @@ def main(argv=None):
     grid = (singles + [i for i in range(len(images)) if i not in singles])[:max(args.grid_size - 4, 1)]
     grid += [int(i) for i in wrong[:args.grid_size - len(grid)]]
     good, bad = demo.pick_good_and_bad(probs, labels)
-    cm = demo.confusion_matrix(labels, preds)
+    cm = lw.confusion_matrix(labels, preds)
     pairs = demo.most_confused_pairs(cm, 3)
     pair_examples = [int(np.flatnonzero((labels == t) & (preds == p))[0]) for t, p, _ in pairs]
 
@@ -133,11 +140,19 @@ def main(argv=None):
     sections.append(Section("Confusion analysis", f"{len(wrong)} of {len(labels)} test digits are misclassified.",
                             confusion_figs, tables=[(["true", "predicted as", "count"], [list(p) for p in pairs])]))
 
+    vae, generator, absent = load_generative(args.vae, args.generator)
+    sections.append(am_section(classifier, generator, vae, out, jax.random.fold_in(key, 5), args, absent))
+    sections.append(walk_section(classifier, vae, x_all, labels, preds, pairs, out, args, absent))
+
     run_dir = resolve_checkpoint_dir(args.checkpoint).parents[1]
-    if (run_dir / "training_curves.png").is_file():
-        shutil.copyfile(run_dir / "training_curves.png", out / "training_curves_cnn.png")
-        sections.append(Section("Training curves", f"From {run_dir}.",
-                                [Figure("training_curves_cnn.png", "CNN: loss and accuracy per epoch.")]))
+    curves = []
+    for name, folder in (("CNN", run_dir), ("VAE", vae is not None and Path(args.vae)),
+                         ("generator", generator is not None and Path(args.generator))):
+        if folder and (folder / "training_curves.png").is_file():
+            shutil.copyfile(folder / "training_curves.png", out / f"training_curves_{name.lower()}.png")
+            curves.append(Figure(f"training_curves_{name.lower()}.png", f"{name}: per-epoch metrics, from {folder}."))
+    if curves:
+        sections.append(Section("Training curves", "The models this report uses.", curves))
 
     tour = np.random.default_rng(args.seed).permutation(len(images))[:args.tour_points]
     features = np.asarray(jax.jit(lambda c, b: c.features(b, "dense"))(classifier, x_all[tour]))
@@ -154,6 +169,12 @@ def main(argv=None):
         sections.append(Section("Your digit", f"{args.image}, converted to MNIST's convention.",
                                 [Figure("your_digit.png", "Every method on your image.")]))
 
+    board = Path(args.leaderboard) if args.leaderboard else run_dir / "leaderboard"
+    if args.leaderboard and not (board / "leaderboard.md").is_file():
+        raise FileNotFoundError(f"no leaderboard.md in {board}: write one with python -m mnistxai.evaluate --out {board}")
+    if (board / "leaderboard.md").is_file():
+        sections.append(leaderboard_section(board, out))
+
     timing = [[m, f"{seconds[m]:.2f}"] for m in methods]
     sections.append(Section("Methods and timing", f"{len(batch)} images explained per method (wall seconds, "
                             "compilation included).", tables=[(["method", "seconds"], timing)]))
@@ -163,6 +184,91 @@ def main(argv=None):
     page = write_report(out, "mnistxai: why the CNN decides as it does",
                         f"Explanations of {args.checkpoint} on MNIST test digits.", sections, settings)
     print(f"wrote {page} in {time.perf_counter() - start:.0f} s")
+
+
+def load_generative(vae_dir: str, generator_dir: str):
+    """The VAE and generator when their runs exist (else None), and a note on what is missing."""
+
+    models, absent = [], []
+    for name, folder, load in (("vae", vae_dir, load_vae), ("generator", generator_dir, load_generator)):
+        try:
+            models.append(load(folder))
+        except CheckpointError:
+            models.append(None)
+            absent.append(f"No {name} at {folder}: train one with python train_mnist.py --model {name}"
+                          + (" --init-from runs/vae" if name == "generator" else "") + f" --workdir {folder}.")
+    return models[0], models[1], " ".join(absent)
+
+
+def am_section(classifier, generator, vae, out: Path, key, args, absent: str):
+    """Activation maximization of the ten class logits in pixel space, and through the generator
+    (DGN-AM) and the VAE decoder when present; the best of several starts per class is shown."""
+
+    starts = 2 if args.quick else 4
+    ways = {"pixels": {}}
+    if generator is not None:
+        ways["DGN-AM (generator)"] = dict(parameterization="generator", decoder=generator)
+    if vae is not None:
+        ways["VAE decoder"] = dict(parameterization="vae", decoder=vae)
+    rows, preds, probs, notes = {}, {}, {}, []
+    for name, kwargs in tqdm(ways.items(), desc="activation maximization"):
+        r = am.maximize(classifier, "logit", key=key, starts=starts, steps=args.am_steps, **kwargs)
+        best = np.asarray(r.final).argmax(1)
+        rows[name] = np.asarray(r.images)[np.arange(10), best, ..., 0]
+        p = demo.probabilities(classifier, rows[name][..., None])
+        preds[name], probs[name] = p.argmax(-1), p.max(-1)
+        notes.append(f"{name}: {100 * am.success_rate(r):.0f}% of {10 * starts} images classified as their "
+                     f"target, mean logit {float(r.initial.mean()):.1f} -> {float(r.final.mean()):.1f}")
+    viz.save_figure(viz.plot_am_gallery(rows, preds, probs, "What maximizes each class logit"),
+                    out / "activation_maximization.png")
+    text = (f"Gradient ascent on each class logit, {args.am_steps} Adam steps, {starts} random starts per class, "
+            "ten classes at once; each column shows the start that reached the highest logit. Pixel AM uses "
+            "L2 decay, jitter, blur and clipping (Simonyan et al. 2014; Yosinski et al. 2015); DGN-AM "
+            "optimizes the generator's code instead, with a prior penalty and clipping (Nguyen et al. 2016), "
+            "so its images stay digit-like. " + "; ".join(notes) + ". " + absent)
+    return Section("Activation maximization", text.strip(),
+                   [Figure("activation_maximization.png", "Column: the class maximized; title: the CNN's class "
+                           "and probability for the image (red: not the target).")])
+
+
+def walk_section(classifier, vae, x_all, labels, preds, class_pairs, out: Path, args, absent: str):
+    """Spherical VAE walks from a correct digit of each most-confused true class to one of the class it
+    is mistaken for, with the CNN's decision flip found by bisection."""
+
+    if vae is None or not class_pairs:
+        return Section("Latent walks", absent or "No misclassified test digits: nothing to walk between.")
+    idx0, idx1 = lw.pairs_of_classes(labels, preds, class_pairs, per_pair=1)
+    steps = 7 if args.quick else 11
+    w = lw.walk(vae, classifier, x_all[idx0], x_all[idx1], steps=steps, kind="spherical")
+    t_flip = np.where(np.asarray(w.flipped), np.asarray(w.t_lo + w.t_hi) / 2, np.nan)
+    fig = viz.plot_latent_walks(np.asarray(w.images)[..., 0], np.asarray(w.cnn_probs), np.asarray(w.ts), t_flip,
+                                np.asarray(w.contrast)[..., 0], labels[idx0], labels[idx1],
+                                [f"{labels[a]} (#{a}) -> {labels[b]} (#{b})" for a, b in zip(idx0, idx1)],
+                                "Walking the VAE latent space between confused classes")
+    viz.save_figure(fig, out / "latent_walks.png")
+    flips = ", ".join(f"{labels[a]}->{labels[b]} " + (f"at t={t:.3f}" if np.isfinite(t) else "nowhere")
+                      for a, b, t in zip(idx0, idx1, t_flip))
+    return Section("Latent walks", f"For each of the CNN's most-confused pairs (true class -> predicted), a "
+                   f"correctly classified test digit of each is encoded by the VAE and the code walked "
+                   f"spherically from one to the other in {steps} steps. The CNN's decision flips: {flips} "
+                   "(bisection to 1e-3). 'after - before' is decode(t*+0.1) - decode(t*-0.1): red ink appears, "
+                   "blue ink vanishes, across the flip.",
+                   [Figure("latent_walks.png", "Titles: the CNN's class (probability), red once it has flipped; "
+                           "right: the two classes' probabilities along the walk.")])
+
+
+def leaderboard_section(board: Path, out: Path):
+    """The evaluation's table and figures (copied next to the page, so the folder stands alone)."""
+
+    figures = []
+    for name, caption in (("curves.png", "Deletion and insertion curves per method."),
+                          ("randomization.png", "Model-parameter randomization cascade (Adebayo et al. 2018)."),
+                          ("bars.png", "Each metric per method, with the random and Sobel baselines.")):
+        if (board / name).is_file():
+            shutil.copyfile(board / name, out / f"leaderboard_{name}")
+            figures.append(Figure(f"leaderboard_{name}", caption))
+    return Section("Method leaderboard", f"From {board} (python -m mnistxai.evaluate).", figures,
+                   html_extra=markdown_to_html((board / "leaderboard.md").read_text()))
 
 
 if __name__ == "__main__":

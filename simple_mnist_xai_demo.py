@@ -33,10 +33,11 @@ def main(argv=None):
     from mnistxai.checkpoint import CheckpointError, load_classifier
     from mnistxai.classifier import Classifier
     from mnistxai.models import CNN, init_cnn
+    from mnistxai.xai import parse_methods
 
     if not 1 <= args.digits <= 10:
         raise ValueError(f"--digits must be in 1..10, got {args.digits}")
-    methods = demo.parse_methods(args.methods)
+    methods = parse_methods(args.methods)
     images, labels, source = demo.sample_digits(args.data_dir)
     images, labels = images[:args.digits], labels[:args.digits]
     x = images[..., None]

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from mnistxai.evaluate import EvalConfig, evaluate_run
-from mnistxai.explain import ExplainConfig, explain_run, parse_methods, peak_rss_mb
+from mnistxai.explain import ExplainConfig, explain_run, peak_rss_mb
+from mnistxai.xai import parse_methods
 
 
 def main():
@@ -35,7 +36,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         t0 = time.perf_counter()
-        timings = explain_run(ExplainConfig(checkpoint=args.checkpoint, methods=parse_methods(args.methods),
+        timings = explain_run(ExplainConfig(checkpoint=args.checkpoint, methods=tuple(parse_methods(args.methods)),
                                             limit=args.large, batch_size=args.small), run, progress=False)
         print(f"explained {args.large} images x {len(timings)} methods in {time.perf_counter() - t0:.0f} s")
         results = {}

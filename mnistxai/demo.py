@@ -29,18 +29,6 @@ QUICK_OPTIONS = {
 }
 
 
-def parse_methods(text: str | None) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]`` checked against ``METHODS``; None or ``"all"`` -> every method."""
-    if text is None or text == "all":
-        return list(METHODS)
-    names = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown or not names:
-        raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(METHODS)}")
-    return names
-
-
 def method_options(method: str, background: np.ndarray, quick: bool = False) -> dict:
     options = dict((QUICK_OPTIONS if quick else DEMO_OPTIONS).get(method, {}))
     if method == "expected_gradients":
@@ -173,12 +161,6 @@ def sample_digits(data_dir=None) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 # ---- choosing what to show -------------------------------------------------------------------
-
-def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(cm, (np.asarray(labels), np.asarray(predictions)), 1)
-    return cm
-
 
 def most_confused_pairs(cm: np.ndarray, n: int = 3) -> list[tuple[int, int, int]]:
     """The ``n`` largest off-diagonal cells as (true, predicted, count), largest first."""

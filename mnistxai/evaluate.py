@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import json
 import time
 from pathlib import Path
@@ -35,9 +34,9 @@ from tqdm import tqdm
 from mnistxai import data
 from mnistxai.cli import ArgumentParser, run_main
 from mnistxai.explain import (ExplainConfig, explain_run, load_images, load_method,
-                              method_options, parse_methods, parse_options, peak_rss_mb)
+                              method_options, parse_options, peak_rss_mb)
 from mnistxai.train import write_json_atomic
-from mnistxai.xai import metrics as M
+from mnistxai.xai import metrics as M, parse_methods
 
 # name: (better, what it is); the order of the leaderboard's columns
 METRICS = {
@@ -402,7 +401,7 @@ def main(argv=None) -> int:
     run_dir = args.run
     if args.checkpoint:
         explain_config = ExplainConfig(
-            checkpoint=args.checkpoint, methods=parse_methods(args.methods), limit=config.limit,
+            checkpoint=args.checkpoint, methods=tuple(parse_methods(args.methods)), limit=config.limit,
             seed=config.seed, options=parse_options(args.options), data_dir=args.data_dir).validate()
         run_dir = Path(args.out) / "explanations"
         explain_run(explain_config, run_dir, progress=not args.no_progress)

@@ -46,6 +46,7 @@ from tqdm import tqdm
 from mnistxai import data
 from mnistxai.cli import ArgumentParser, run_main
 from mnistxai.train import write_json_atomic
+from mnistxai.xai import parse_methods
 
 DTYPES = ("float16", "float32")
 TARGETS = ("predicted", "label")
@@ -337,12 +338,6 @@ def load_method(run_dir, name: str) -> dict:
     return arrays
 
 
-def parse_methods(text: str) -> tuple:
-    from mnistxai.xai import METHODS
-
-    return tuple(METHODS) if text == "all" else tuple(m.strip() for m in text.split(",") if m.strip())
-
-
 def parse_options(text: Optional[str]) -> dict:
     if not text:
         return {}
@@ -377,7 +372,7 @@ def build_parser() -> ArgumentParser:
 
 
 def config_from_args(args) -> ExplainConfig:
-    return ExplainConfig(checkpoint=args.checkpoint, methods=parse_methods(args.methods),
+    return ExplainConfig(checkpoint=args.checkpoint, methods=tuple(parse_methods(args.methods)),
                          split=args.split, limit=args.limit, batch_size=args.batch_size,
                          dtype=args.dtype, seed=args.seed, targets=args.targets,
                          options=parse_options(args.options), background=args.background,

@@ -92,3 +92,36 @@ def write_report(out_dir: str | Path, title: str, intro: str, sections: list[Sec
     tmp.write_text("\n".join(parts), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def markdown_to_html(text: str) -> str:
+    """The small Markdown subset the leaderboard uses: '#' headings, pipe tables, paragraphs, **bold**."""
+    import re
+
+    def inline(t: str) -> str:
+        t = html.escape(t)
+        t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+    out, table = [], []
+
+    def flush():
+        if table:
+            cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in table]
+            rows = [r for r in cells if not all(set(c) <= set("-: ") for c in r)]
+            head = "".join(f"<th>{inline(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            out.append(f"<h3>{inline(line.lstrip('#').strip())}</h3>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    return "\n".join(out)

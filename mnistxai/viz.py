@@ -274,3 +274,87 @@ def plot_metric_bars(table: dict, better: dict, title: str = "Leaderboard", colu
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ---- synthesis: activation maximization and latent walks ---------------------------------------
+
+def plot_am_gallery(rows: dict, predictions: dict, probabilities: dict, title: str = "Activation maximization"):
+    """One row per way of synthesizing (e.g. "pixels", "DGN-AM"), one column per class.
+
+    ``rows`` = {name: (10, 28, 28) images in [0, 1]}; ``predictions`` / ``probabilities`` = {name: (10,)}
+    the CNN's class and its probability for each image. A red title marks an image the CNN does not
+    assign to its column's class.
+    """
+    names = list(rows)
+    classes = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(names), classes, figsize=(1.25 * classes + 0.8, 1.45 * len(names) + 0.6),
+                             squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(classes):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(rows[name][c]).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            pred, prob = int(predictions[name][c]), float(probabilities[name][c])
+            ax.set_title(f"{c}: CNN {pred} ({prob:.2f})", fontsize=7, color="k" if pred == c else "tab:red")
+            if c == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_latent_walks(images, probabilities, ts, t_flip, contrast, start_class, end_class, pair_titles,
+                      title: str = "Latent walks"):
+    """Each row a walk between two digits: the decoded steps with the CNN's class and probability, a
+    red line at the decision flip, the contrastive difference image across it, and the probabilities
+    of the start and end classes along the path.
+
+    Args:
+      images: (P, S, 28, 28) decoded steps in [0, 1]. probabilities: (P, S, 10) the CNN's.
+      ts: (S,) the path positions. t_flip: (P,) the flip point (NaN where nothing flips).
+      contrast: (P, 28, 28) in [-1, 1]. start_class, end_class: (P,) classes whose probabilities are drawn.
+      pair_titles: P row labels.
+    """
+    images, probabilities, ts = np.asarray(images), np.asarray(probabilities), np.asarray(ts)
+    pairs, steps = images.shape[:2]
+    fig = plt.figure(figsize=(0.95 * steps + 4.6, 1.25 * pairs + 0.7))
+    # an empty column keeps the probability panel's tick labels off the contrast image
+    grid = fig.add_gridspec(pairs, steps + 3, width_ratios=[1] * steps + [1.15, 0.45, 3.0], wspace=0.08,
+                            hspace=0.45)
+    for p in range(pairs):
+        predicted = probabilities[p].argmax(-1)
+        row = []
+        for s in range(steps):
+            ax = fig.add_subplot(grid[p, s])
+            row.append(ax)
+            ax.imshow(images[p, s].reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{predicted[s]} ({probabilities[p, s].max():.2f})", fontsize=7,
+                         color="k" if predicted[s] == predicted[0] else "tab:red")
+            if s == 0:
+                ax.set_ylabel(pair_titles[p], fontsize=8)
+        after = int(np.searchsorted(ts, t_flip[p], side="right")) if np.isfinite(t_flip[p]) else 0
+        if 0 < after < steps:  # a red bar between the last step before the flip and the first after it
+            left, right = row[after - 1].get_position(), row[after].get_position()
+            x = (left.x1 + right.x0) / 2
+            fig.add_artist(plt.Line2D([x, x], [left.y0, left.y1], color="tab:red", lw=2.5))
+        ax = fig.add_subplot(grid[p, steps])
+        peak = max(float(np.abs(contrast[p]).max()), 1e-6)
+        ax.imshow(np.asarray(contrast[p]).reshape(28, 28), cmap=SIGNED_CMAP, vmin=-peak, vmax=peak)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("after - before", fontsize=7)
+        ax = fig.add_subplot(grid[p, steps + 2])
+        ax.plot(ts, probabilities[p, :, start_class[p]], "o-", ms=2.5, label=f"p({start_class[p]})")
+        ax.plot(ts, probabilities[p, :, end_class[p]], "s-", ms=2.5, label=f"p({end_class[p]})")
+        if np.isfinite(t_flip[p]):
+            ax.axvline(t_flip[p], color="tab:red", ls="--", lw=1)
+        ax.set(ylim=(-0.05, 1.05), xlim=(0, 1))
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6, loc="center right")
+        if p == pairs - 1:
+            ax.set_xlabel("t (red: flip)", fontsize=7)
+    fig.suptitle(title)
+    return fig

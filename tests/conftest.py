@@ -37,3 +37,25 @@ def trained_run(tmp_path_factory, mnist_dir):
     workdir = tmp_path_factory.mktemp("trained_cnn")
     config = TrainConfig(data_dir=str(mnist_dir), limit_train=5000, limit_test=2000, epochs=1)
     return workdir, train_and_evaluate(config, workdir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def vae_run(tmp_path_factory, mnist_dir):
+    """A VAE trained for 3 short epochs (6 steps each) on 384 real images: (workdir, history)."""
+    from mnistxai.train_generative import VAEConfig, train_vae
+
+    workdir = tmp_path_factory.mktemp("vae")
+    config = VAEConfig(data_dir=str(mnist_dir), limit_train=384, limit_test=128, epochs=3, batch_size=64)
+    return workdir, train_vae(config, workdir, progress=False)
+
+
+TINY_GAN = dict(limit_train=256, limit_test=100, epochs=2, batch_size=64, latent_dim=8)
+
+
+@pytest.fixture(scope="session")
+def generator_run(tmp_path_factory, mnist_dir):
+    """A DCGAN trained for 8 steps on 256 real images (TINY_GAN): (workdir, history)."""
+    from mnistxai.train_generative import GANConfig, train_generator
+
+    workdir = tmp_path_factory.mktemp("generator")
+    return workdir, train_generator(GANConfig(data_dir=str(mnist_dir), **TINY_GAN), workdir, progress=False)

@@ -1,6 +1,5 @@
 """Counterfactuals by targeted PGD: inside the budget, in [0, 1], and the reported budget is the smallest."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

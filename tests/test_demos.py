@@ -53,23 +53,35 @@ def test_simple_demo_shows_trained_maps_beside(tmp_path, trained_workdir):
     assert_picture(tmp_path / "simple_demo.png")
 
 
-def test_demo_writes_every_section_and_a_consistent_report(tmp_path, trained_workdir):
+def test_demo_writes_every_section_and_a_consistent_report(tmp_path, trained_workdir, vae_run, generator_run):
     digit = Image.new("RGB", (90, 120), (245, 240, 230))  # a dark "1" on light paper, not 28x28
     digit.paste((30, 30, 30), (40, 15, 52, 105))
     digit.save(tmp_path / "mine.png")
     out = tmp_path / "out"
     result = run_script("demo_mnist_xai.py", "--checkpoint", trained_workdir, "--out", out, "--methods", METHODS,
                         "--indices", "0,1", "--grid-size", "5", "--tour-points", "60", "--quick",
-                        "--image", tmp_path / "mine.png")
+                        "--image", tmp_path / "mine.png", "--vae", vae_run[0], "--generator", generator_run[0],
+                        "--am-steps", "10")
     assert result.returncode == 0, result.stderr
     for name in ("digit_0.png", "digit_1.png", "batch_grid.png", "good_vs_bad.png", "confusion_matrix.png",
-                 "confused_pairs.png", "training_curves_cnn.png", "your_digit.png"):
+                 "confused_pairs.png", "activation_maximization.png", "latent_walks.png", "training_curves_cnn.png",
+                 "training_curves_vae.png", "training_curves_generator.png", "your_digit.png"):
         assert_picture(out / name)
     gif = Image.open(out / "grand_tour.gif")
     assert gif.n_frames > 10
     page = (out / "index.html").read_text()
     sources = re.findall(r"<img src='([^']+)'", page)
-    assert len(sources) >= 9 and all((out / s).is_file() for s in sources)
+    assert len(sources) >= 13 and all((out / s).is_file() for s in sources)
+    assert "DGN-AM (generator)" in page and "decision flips: " in page
+
+
+def test_demo_names_the_commands_for_missing_generative_models(tmp_path):
+    from demo_mnist_xai import load_generative
+
+    vae, generator, note = load_generative(tmp_path / "no_vae", tmp_path / "no_generator")
+    assert vae is None and generator is None
+    assert f"python train_mnist.py --model vae --workdir {tmp_path / 'no_vae'}" in note
+    assert "python train_mnist.py --model generator --init-from runs/vae" in note
 
 
 def test_demo_without_checkpoint_says_how_to_train(tmp_path):
@@ -121,3 +133,14 @@ def test_user_image_conversion_handles_either_polarity():
     assert abs((ys * a).sum() / a.sum() - 13.5) <= 0.5 and abs((xs * a).sum() / a.sum() - 13.5) <= 0.5
     with pytest.raises(ValueError, match="no digit"):
         to_mnist_convention(np.ones((30, 30), np.float32))
+
+
+def test_leaderboard_markdown_becomes_an_escaped_html_table():
+    from mnistxai.report import markdown_to_html
+
+    text = "# Leaderboard\n\n| method | deletion |\n| --- | ---: |\n| **saliency** | 0.12 ± 0.01 |\n| <x> | `1` |\n\nNote."
+    page = markdown_to_html(text)
+    assert page.startswith("<h3>Leaderboard</h3>")
+    assert "<thead><tr><th>method</th><th>deletion</th></tr></thead>" in page
+    assert "<td><b>saliency</b></td><td>0.12 ± 0.01</td>" in page and "&lt;x&gt;" in page
+    assert "<code>1</code>" in page and page.endswith("<p>Note.</p>") and "---" not in page

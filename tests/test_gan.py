@@ -9,7 +9,8 @@ from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
 from mnistxai.train import TrainingInterrupted
 from mnistxai.train_generative import GANConfig, train_generator
 
-TINY = dict(limit_train=256, limit_test=100, epochs=2, batch_size=64, latent_dim=8)
+from conftest import TINY_GAN
+
 
 
 def test_generator_range_and_shapes():
@@ -35,9 +36,9 @@ def test_generator_starts_as_the_vae_decoder(tmp_path):
         build_gan(GANConfig(latent_dim=4, init_from=str(tmp_path)), 10, (None, None))
 
 
-def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir):
-    config = GANConfig(data_dir=str(mnist_dir), **TINY)  # 4 steps per epoch, 8 in all
-    whole = train_generator(config, tmp_path / "whole", progress=False)
+def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir, generator_run):
+    config = GANConfig(data_dir=str(mnist_dir), **TINY_GAN)  # 4 steps per epoch, 8 in all
+    whole_dir, whole = generator_run
     with pytest.raises(TrainingInterrupted, match="step 3"):
         train_generator(config, tmp_path / "split", max_steps=3, progress=False)
     with pytest.raises(ValueError, match="--resume"):
@@ -46,11 +47,11 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir):
     a, b = whole["epochs"][-1], resumed["epochs"][-1]  # epoch 1 of the resumed run averages steps 4..8 only
     assert a["train_d_loss"] == b["train_d_loss"] and a["train_g_loss"] == b["train_g_loss"]
     z = jax.random.normal(jax.random.key(2), (4, 8))
-    np.testing.assert_array_equal(checkpoint.load_generator(tmp_path / "whole", "latest").generate(z),
+    np.testing.assert_array_equal(checkpoint.load_generator(whole_dir, "latest").generate(z),
                                   checkpoint.load_generator(tmp_path / "split", "latest").generate(z))
-    assert (tmp_path / "whole" / "samples.png").stat().st_size > 1000
+    assert (whole_dir / "samples.png").stat().st_size > 1000
     with pytest.raises(checkpoint.CheckpointError, match="not a 'vae'"):
-        checkpoint.load_vae(tmp_path / "whole")
+        checkpoint.load_vae(whole_dir)
 
 
 def test_inception_score_extremes():

@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 
 from mnistxai import checkpoint
-from mnistxai.train_generative import VAEConfig, train_vae
+from mnistxai.train_generative import VAEConfig
 from mnistxai.vae import VAE, VAEModel, gaussian_kl, init_vae, reparameterize
-
-
-@pytest.fixture(scope="session")
-def vae_run(tmp_path_factory, mnist_dir):
-    """A VAE trained for 3 short epochs (6 steps each) on 384 real images."""
-    workdir = tmp_path_factory.mktemp("vae")
-    config = VAEConfig(data_dir=str(mnist_dir), limit_train=384, limit_test=128, epochs=3, batch_size=64)
-    return workdir, train_vae(config, workdir, progress=False)
 
 
 def test_elbo_improves_and_outputs_are_written(vae_run):

@@ -209,3 +209,15 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
     static = tuple(sorted((k, v) for k, v in opts.items() if k not in arrays))
     return _run(classifier, jnp.asarray(x), None if t is None else jnp.asarray(t), key, arrays,
                 method=method, static=static)
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` checked against ``METHODS``; None or ``"all"`` -> every method."""
+    if text is None or text == "all":
+        return list(METHODS)
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(METHODS)}")
+    return names
