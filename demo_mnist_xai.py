@@ -171,7 +171,8 @@ def main(argv=None):
 
     board = Path(args.leaderboard) if args.leaderboard else run_dir / "leaderboard"
     if args.leaderboard and not (board / "leaderboard.md").is_file():
-        raise FileNotFoundError(f"no leaderboard.md in {board}: write one with python -m mnistxai.evaluate --out {board}")
+        raise FileNotFoundError(f"no leaderboard.md in {board}: write one with "
+                                f"python -m mnistxai.evaluate --out {board}")
     if (board / "leaderboard.md").is_file():
         sections.append(leaderboard_section(board, out))
 

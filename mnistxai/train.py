@@ -22,6 +22,7 @@ from flax import struct
 from tqdm.auto import tqdm
 
 from mnistxai import checkpoint, data
+from mnistxai._jit import jit
 from mnistxai.models import CNN, count_params, init_cnn
 
 HEAD_LAYERS = ("dense", "out")  # what --init-from re-initializes and --freeze-backbone trains
@@ -172,13 +173,13 @@ def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainC
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return state, {"loss": loss * labels.shape[0], "accuracy": correct}  # sums over the batch
 
-    return jax.jit(train_step, donate_argnums=0)
+    return jit(train_step, donate_argnums=0)
 
 
 def make_eval_step(model: CNN) -> Callable:
     """Jitted (variables, uint8 images, labels) -> summed loss and correct count, inference mode."""
 
-    @jax.jit
+    @jit
     def eval_step(variables, images, labels):
         logits = model.apply(variables, images.astype(jnp.float32)[..., None] / 255.0)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()

@@ -25,6 +25,7 @@ import optax
 from flax import struct
 
 from mnistxai import checkpoint
+from mnistxai._jit import jit
 from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
 from mnistxai.models import count_params
 from mnistxai.train import Task, fit, validate_common
@@ -164,7 +165,7 @@ def make_vae_step(module: VAE, tx: optax.GradientTransformation, config: VAEConf
         return state, {"loss": neg_elbo.sum(), "accuracy": jnp.sum(jnp.argmax(logits, -1) == labels),
                        "reconstruction": nll.sum(), "kl": kl.sum(), "classifier_ce": ce.sum()}
 
-    return jax.jit(train_step, donate_argnums=0)
+    return jit(train_step, donate_argnums=0)
 
 
 def vae_test_metrics(model: VAEModel, images: np.ndarray, labels: np.ndarray, key: jax.Array,
@@ -178,7 +179,7 @@ def vae_test_metrics(model: VAEModel, images: np.ndarray, labels: np.ndarray, ke
     return {"test_loss": loss, "test_reconstruction": nll, "test_kl": kl, "test_accuracy": correct}
 
 
-@jax.jit
+@jit
 def _vae_eval_step(model: VAEModel, images, labels, key):
     neg_elbo, nll, kl, _, class_logits = negative_elbo(model.module, model.params, _to_float(images), key)
     correct = jnp.sum(jnp.argmax(class_logits, -1) == labels)
@@ -280,7 +281,7 @@ def make_gan_step(generator: Generator, discriminator: Discriminator, tx: optax.
         return state, {"d_loss": d_loss * n, "g_loss": g_loss * n, "d_real": jax.nn.sigmoid(real).sum(),
                        "d_fake": jax.nn.sigmoid(gen).sum()}
 
-    return jax.jit(train_step, donate_argnums=0)
+    return jit(train_step, donate_argnums=0)
 
 
 def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from mnistxai._jit import jit
 from mnistxai.classifier import Classifier
 from mnistxai.models import CONV_LAYERS, resolve_layer
 
@@ -216,7 +217,7 @@ def _render_one(classifier, decoder, index, key, *, objective, layer, parameteri
     return image, trajectory, initial, value_of(image), prediction, param
 
 
-@partial(jax.jit, static_argnames=("objective", "layer", "parameterization", "steps", "starts", "lr", "reg"))
+@partial(jit, static_argnames=("objective", "layer", "parameterization", "steps", "starts", "lr", "reg"))
 def _render(classifier, decoder, targets, key, *, objective, layer, parameterization, steps, starts, lr, reg):
     one = partial(_render_one, classifier, decoder, objective=objective, layer=layer,
                   parameterization=parameterization, steps=steps, lr=lr, reg=reg)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from mnistxai._jit import jit
 from mnistxai.classifier import Classifier
 from mnistxai.xai._inputs import as_images, as_targets
 
@@ -102,7 +103,7 @@ def _pgd_latent_one(vae, classifier, x, target, eps, *, steps, step_size):
     return vae.decode((z + dz)[None])[0], dz
 
 
-@partial(jax.jit, static_argnames=("space", "norm", "steps", "step_size"))
+@partial(jit, static_argnames=("space", "norm", "steps", "step_size"))
 def _attack(classifier, vae, x, targets, budgets, *, space, norm, steps, step_size):
     """(images (B, K, 28, 28, 1), distances (B, K), probabilities (B, K, 10)) for every example x budget."""
     def one(xi, ti, eps):
