@@ -24,6 +24,8 @@ from mnistxai.cli import ArgumentParser, run_main
 from mnistxai.report import Figure, Section, markdown_to_html, write_report
 from mnistxai.xai import activation_max as am, latent_walk as lw, parse_methods
 
+AM_STARTS = {False: 4, True: 2}  # random starts per class for activation maximization: {--quick: starts}
+
 
 def parse_args(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,10 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--image", help="a picture of a digit to explain too (PNG, JPEG, ...)")
     p.add_argument("--grid-size", type=int, default=12, help="digits in the batch grid (default: 12)")
     p.add_argument("--tour-points", type=int, default=1500, help="test digits in the grand tour (default: 1500)")
-    p.add_argument("--vae", default="runs/vae", help="a trained VAE (python train_mnist.py --model vae) for the "
-                   "latent walks (default: runs/vae; without one the section says how to train it)")
-    p.add_argument("--generator", default="runs/generator", help="a trained generator (python train_mnist.py "
-                   "--model generator) for DGN-AM (default: runs/generator; optional likewise)")
+    p.add_argument("--vae", help="a trained VAE (python train_mnist.py --model vae) for the latent walks and AM "
+                   "through its decoder (default: runs/vae if present; else the report says how to train one)")
+    p.add_argument("--generator", help="a trained generator (python train_mnist.py --model generator) for DGN-AM "
+                   "(default: runs/generator if present, likewise)")
     p.add_argument("--am-steps", type=int, default=200, help="activation-maximization steps (default: 200)")
     p.add_argument("--leaderboard", help="an evaluation folder (python -m mnistxai.evaluate --out DIR) to show "
                    "(default: CHECKPOINT/leaderboard when it exists)")
@@ -57,6 +59,12 @@ def main(argv=None):
         classifier = load_classifier(args.checkpoint)
     except CheckpointError as e:
         raise CheckpointError(f"{e}. Train one first: python train_mnist.py --workdir {args.checkpoint}") from None
+    run_dir = resolve_checkpoint_dir(args.checkpoint).parents[1]
+    board = Path(args.leaderboard) if args.leaderboard else run_dir / "leaderboard"
+    if args.leaderboard and not (board / "leaderboard.md").is_file():
+        raise FileNotFoundError(f"no leaderboard.md in {board}: write one with "
+                                f"python -m mnistxai.evaluate --out {board}")
+    generative = load_generative(args.vae, args.generator)
     user_image = demo.load_user_image(args.image) if args.image else None
     images, labels = data.load("mnist", "test", args.data_dir)
     try:
@@ -140,15 +148,13 @@ def main(argv=None):
     sections.append(Section("Confusion analysis", f"{len(wrong)} of {len(labels)} test digits are misclassified.",
                             confusion_figs, tables=[(["true", "predicted as", "count"], [list(p) for p in pairs])]))
 
-    vae, generator, absent = load_generative(args.vae, args.generator)
+    (vae, vae_dir), (generator, generator_dir), absent = generative
     sections.append(am_section(classifier, generator, vae, out, jax.random.fold_in(key, 5), args, absent))
     sections.append(walk_section(classifier, vae, x_all, labels, preds, pairs, out, args, absent))
 
-    run_dir = resolve_checkpoint_dir(args.checkpoint).parents[1]
     curves = []
-    for name, folder in (("CNN", run_dir), ("VAE", vae is not None and Path(args.vae)),
-                         ("generator", generator is not None and Path(args.generator))):
-        if folder and (folder / "training_curves.png").is_file():
+    for name, folder in (("CNN", run_dir), ("VAE", vae_dir), ("generator", generator_dir)):
+        if folder is not None and (folder / "training_curves.png").is_file():
             shutil.copyfile(folder / "training_curves.png", out / f"training_curves_{name.lower()}.png")
             curves.append(Figure(f"training_curves_{name.lower()}.png", f"{name}: per-epoch metrics, from {folder}."))
     if curves:
@@ -169,10 +175,6 @@ def main(argv=None):
         sections.append(Section("Your digit", f"{args.image}, converted to MNIST's convention.",
                                 [Figure("your_digit.png", "Every method on your image.")]))
 
-    board = Path(args.leaderboard) if args.leaderboard else run_dir / "leaderboard"
-    if args.leaderboard and not (board / "leaderboard.md").is_file():
-        raise FileNotFoundError(f"no leaderboard.md in {board}: write one with "
-                                f"python -m mnistxai.evaluate --out {board}")
     if (board / "leaderboard.md").is_file():
         sections.append(leaderboard_section(board, out))
 
@@ -180,6 +182,8 @@ def main(argv=None):
     sections.append(Section("Methods and timing", f"{len(batch)} images explained per method (wall seconds, "
                             "compilation included).", tables=[(["method", "seconds"], timing)]))
     settings = {"checkpoint": args.checkpoint, "test accuracy": f"{100 * accuracy:.2f}%", "seed": args.seed,
+                "VAE": str(vae_dir or "none"), "generator": str(generator_dir or "none"),
+                "activation maximization": f"{args.am_steps} steps, {AM_STARTS[args.quick]} starts per class",
                 "method settings": "quick" if args.quick else "reference (see mnistxai.demo.DEMO_OPTIONS)",
                 **{f"options: {m}": demo.describe_options(m, args.quick) for m in methods}}
     page = write_report(out, "mnistxai: why the CNN decides as it does",
@@ -187,25 +191,29 @@ def main(argv=None):
     print(f"wrote {page} in {time.perf_counter() - start:.0f} s")
 
 
-def load_generative(vae_dir: str, generator_dir: str):
-    """The VAE and generator when their runs exist (else None), and a note on what is missing."""
-
-    models, absent = [], []
-    for name, folder, load in (("vae", vae_dir, load_vae), ("generator", generator_dir, load_generator)):
+def load_generative(vae_dir: str | None, generator_dir: str | None):
+    """``((vae, run dir), (generator, run dir), note)``: each model with the folder of its run, or
+    ``(None, None)`` when a default run is absent (the note says how to train it). A path the user
+    gave that holds no such run is an error."""
+    found, absent = [], []
+    for name, given, load in (("vae", vae_dir, load_vae), ("generator", generator_dir, load_generator)):
+        folder = given or f"runs/{name}"
         try:
-            models.append(load(folder))
-        except CheckpointError:
-            models.append(None)
-            absent.append(f"No {name} at {folder}: train one with python train_mnist.py --model {name}"
-                          + (" --init-from runs/vae" if name == "generator" else "") + f" --workdir {folder}.")
-    return models[0], models[1], " ".join(absent)
+            found.append((load(folder), resolve_checkpoint_dir(folder).parents[1]))
+        except CheckpointError as e:
+            if given:
+                raise CheckpointError(f"--{name} {given}: {e}") from None
+            found.append((None, None))
+            init = f" --init-from {vae_dir or 'runs/vae'}" if name == "generator" else ""
+            absent.append(f"No {name} at {folder}: train one with python train_mnist.py --model {name}{init}.")
+    return found[0], found[1], " ".join(absent)
 
 
 def am_section(classifier, generator, vae, out: Path, key, args, absent: str):
     """Activation maximization of the ten class logits in pixel space, and through the generator
     (DGN-AM) and the VAE decoder when present; the best of several starts per class is shown."""
 
-    starts = 2 if args.quick else 4
+    starts = AM_STARTS[args.quick]
     ways = {"pixels": {}}
     if generator is not None:
         ways["DGN-AM (generator)"] = dict(parameterization="generator", decoder=generator)

@@ -1,13 +1,14 @@
-"""``jit``: ``jax.jit`` with the XLA options this project compiles everything with.
+"""``jit``: ``jax.jit`` with the XLA options this project compiles its hot paths with.
 
 jaxlib 0.10's XLA:CPU hands convolutions to YNNPACK by default. For this CNN's narrow convolutions
-on large images (28x28x32, 14x14x64) XLA's own convolution path is faster, in training and above
-all in the input-gradient backward pass that most attribution methods are made of. Measured on the
-2-core AMD EPYC of this project's CI machines with jax 0.10.2, batch 256 of the trained CNN (see
-``benchmarks/xai_throughput.py`` and ``benchmarks/train_speed.py``): input gradients 760 -> 1140
-images/s, train step (batch 128) 461 -> 569 images/s, forward unchanged. Other backends ignore the
-option. Passed per compiled function rather than through ``XLA_FLAGS``, so it holds whatever JAX
-did before this package was imported and reaches no other code.
+on large images (28x28x32, 14x14x64) XLA's own convolution path is faster, above all in the
+input-gradient backward pass that most attribution methods are made of: on the project's 2-core
+CPU, saliency rose from 788 to ~1,300 images/s and the train step from 461 to 581 images/s (README,
+"Measured figures", for the commands). The option is a field of XLA's backend-independent
+DebugOptions that only the CPU compiler reads (not verified on a GPU: none was available). It is
+passed per compiled function rather than through ``XLA_FLAGS``, so it holds whatever JAX did before
+this package was imported and reaches no other code. JAX accepts it on top-level jits only: use
+``jit`` for entry points (train steps, ``explain``), plain ``jax.jit`` for helpers called inside them.
 """
 
 from __future__ import annotations

@@ -49,12 +49,10 @@ def vae_run(tmp_path_factory, mnist_dir):
     return workdir, train_vae(config, workdir, progress=False)
 
 
-TINY_GAN = dict(limit_train=256, limit_test=100, epochs=2, batch_size=64, latent_dim=8)
-
-
 @pytest.fixture(scope="session")
 def generator_run(tmp_path_factory, mnist_dir):
     """A DCGAN trained for 8 steps on 256 real images (TINY_GAN): (workdir, history)."""
+    from generative_fixtures import TINY_GAN
     from mnistxai.train_generative import GANConfig, train_generator
 
     workdir = tmp_path_factory.mktemp("generator")

@@ -16,6 +16,8 @@ from mnistxai.classifier import Classifier
 from mnistxai.models import CNN, init_cnn
 from mnistxai.vae import VAE, VAEModel, init_vae, negative_elbo
 
+TINY_GAN = dict(limit_train=256, limit_test=100, epochs=2, batch_size=64, latent_dim=8)  # 8 steps in all
+
 
 @lru_cache(maxsize=None)
 def mnist_test_images(data_dir: str, n: int = 1024):

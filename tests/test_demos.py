@@ -75,13 +75,17 @@ def test_demo_writes_every_section_and_a_consistent_report(tmp_path, trained_wor
     assert "DGN-AM (generator)" in page and "decision flips: " in page
 
 
-def test_demo_names_the_commands_for_missing_generative_models(tmp_path):
+def test_demo_names_the_commands_for_missing_generative_models(tmp_path, monkeypatch):
     from demo_mnist_xai import load_generative
+    from mnistxai.checkpoint import CheckpointError
 
-    vae, generator, note = load_generative(tmp_path / "no_vae", tmp_path / "no_generator")
-    assert vae is None and generator is None
-    assert f"python train_mnist.py --model vae --workdir {tmp_path / 'no_vae'}" in note
-    assert "python train_mnist.py --model generator --init-from runs/vae" in note
+    monkeypatch.chdir(tmp_path)  # no runs/vae or runs/generator here
+    (vae, vae_dir), (generator, generator_dir), note = load_generative(None, None)
+    assert vae is None and generator is None and vae_dir is None and generator_dir is None
+    assert "python train_mnist.py --model vae." in note
+    assert "python train_mnist.py --model generator --init-from runs/vae." in note
+    with pytest.raises(CheckpointError, match="--vae typo: .*does not exist"):
+        load_generative("typo", None)  # a path the user gave must exist: no silent fallback
 
 
 def test_demo_without_checkpoint_says_how_to_train(tmp_path):

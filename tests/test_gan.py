@@ -9,7 +9,7 @@ from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
 from mnistxai.train import TrainingInterrupted
 from mnistxai.train_generative import GANConfig, train_generator
 
-from conftest import TINY_GAN
+from generative_fixtures import TINY_GAN
 
 
 

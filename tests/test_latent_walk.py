@@ -84,6 +84,7 @@ def test_interpolation_paths():
     mid = lw.interpolate(z0, z1, 0.5, "spherical")
     assert float(jnp.linalg.norm(mid)) == pytest.approx(3.0, rel=1e-5)  # the norm is kept, unlike linear
     np.testing.assert_allclose(lw.interpolate(z0, 2 * z0, 0.3, "spherical"), 1.3 * z0, rtol=1e-5)  # parallel
+    np.testing.assert_allclose(lw.interpolate(z0, -z0, 0.25, "spherical"), 0.5 * z0, rtol=1e-5)  # antiparallel
 
 
 def test_pairs_from_the_confusion_matrix():
@@ -93,6 +94,7 @@ def test_pairs_from_the_confusion_matrix():
     assert cm[4, 9] == 2 and cm[9, 4] == 1 and cm.sum() == 11
     pairs = lw.most_confused_classes(cm, 2)
     assert pairs == [(4, 9, 3), (1, 7, 2)]
+    assert lw.most_confused_classes(cm, 10) == pairs  # only pairs with errors, never (a, a, 0)
     idx0, idx1 = lw.pairs_of_classes(labels, preds, pairs)
     assert idx0.tolist() == [0, 7] and idx1.tolist() == [3, 10]  # correctly classified members only
     with pytest.raises(ValueError, match="correctly classified"):

@@ -67,6 +67,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
     assert loss(optax.apply_updates(params, updates)) < before
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the option concerns XLA:CPU only")
 def test_project_jit_keeps_convolutions_on_xlas_own_path():
     """mnistxai._jit.jit's option must reach XLA: on CPU its convolutions leave YNNPACK (which the
     default sends them to, and which runs this CNN's input gradients ~1.6x slower)."""

@@ -71,16 +71,17 @@ def interpolate(z0: jax.Array, z1: jax.Array, t, kind: str = "linear") -> jax.Ar
     """The point at t in [0, 1] of the path from z0 to z1 (d,).
 
     ``"spherical"``: slerp, sin((1-t) W)/sin W z0 + sin(t W)/sin W z1 with W the angle between the
-    codes (White 2016); linear where the codes are (anti)parallel to within 1e-4 rad.
+    codes (White 2016); linear where the codes are (anti)parallel (sin W <= 1e-4).
     """
     linear = (1 - t) * z0 + t * z1
     if kind == "linear":
         return linear
     cos = jnp.dot(z0, z1) / jnp.maximum(jnp.linalg.norm(z0) * jnp.linalg.norm(z1), 1e-12)
     omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))
-    safe = jnp.where(omega > 1e-4, omega, 1.0)
+    curved = jnp.sin(omega) > 1e-4  # slerp divides by sin W, which vanishes at W = 0 and W = pi
+    safe = jnp.where(curved, omega, 1.0)
     sl = (jnp.sin((1 - t) * safe) * z0 + jnp.sin(t * safe) * z1) / jnp.sin(safe)
-    return jnp.where(omega > 1e-4, sl, linear)
+    return jnp.where(curved, sl, linear)
 
 
 def bisection_steps(width: float, tol: float) -> int:
@@ -190,11 +191,12 @@ def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:
 
 
 def most_confused_classes(confusion, k: int = 5) -> list[tuple[int, int, int]]:
-    """The k unordered class pairs {a, b} with the most errors either way: [(a, b, errors)], a < b."""
+    """The k unordered class pairs {a, b} with the most errors either way: [(a, b, errors)], a < b;
+    fewer when fewer pairs have any error."""
     cm = np.asarray(confusion)
     sym = np.triu(cm + cm.T, 1)
     order = np.argsort(sym, axis=None)[::-1][:k]
-    return [(int(a), int(b), int(sym[a, b])) for a, b in zip(*np.unravel_index(order, sym.shape))]
+    return [(int(a), int(b), int(sym[a, b])) for a, b in zip(*np.unravel_index(order, sym.shape)) if sym[a, b] > 0]
 
 
 def pairs_of_classes(labels, predictions, class_pairs, per_pair: int = 1) -> tuple[np.ndarray, np.ndarray]:
