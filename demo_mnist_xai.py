@@ -212,7 +212,6 @@ def load_generative(vae_dir: str | None, generator_dir: str | None):
 def am_section(classifier, generator, vae, out: Path, key, args, absent: str):
     """Activation maximization of the ten class logits in pixel space, and through the generator
     (DGN-AM) and the VAE decoder when present; the best of several starts per class is shown."""
-
     starts = AM_STARTS[args.quick]
     ways = {"pixels": {}}
     if generator is not None:
@@ -243,7 +242,6 @@ def am_section(classifier, generator, vae, out: Path, key, args, absent: str):
 def walk_section(classifier, vae, x_all, labels, preds, class_pairs, out: Path, args, absent: str):
     """Spherical VAE walks from a correct digit of each most-confused true class to one of the class it
     is mistaken for, with the CNN's decision flip found by bisection."""
-
     if vae is None or not class_pairs:
         return Section("Latent walks", absent or "No misclassified test digits: nothing to walk between.")
     idx0, idx1 = lw.pairs_of_classes(labels, preds, class_pairs, per_pair=1)
@@ -268,7 +266,6 @@ def walk_section(classifier, vae, x_all, labels, preds, class_pairs, out: Path, 
 
 def leaderboard_section(board: Path, out: Path):
     """The evaluation's table and figures (copied next to the page, so the folder stands alone)."""
-
     figures = []
     for name, caption in (("curves.png", "Deletion and insertion curves per method."),
                           ("randomization.png", "Model-parameter randomization cascade (Adebayo et al. 2018)."),

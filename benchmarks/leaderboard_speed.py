@@ -36,7 +36,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         t0 = time.perf_counter()
-        timings = explain_run(ExplainConfig(checkpoint=args.checkpoint, methods=tuple(parse_methods(args.methods)),
+        timings = explain_run(ExplainConfig(checkpoint=args.checkpoint, methods=parse_methods(args.methods),
                                             limit=args.large, batch_size=args.small), run, progress=False)
         print(f"explained {args.large} images x {len(timings)} methods in {time.perf_counter() - t0:.0f} s")
         results = {}

@@ -401,7 +401,7 @@ def main(argv=None) -> int:
     run_dir = args.run
     if args.checkpoint:
         explain_config = ExplainConfig(
-            checkpoint=args.checkpoint, methods=tuple(parse_methods(args.methods)), limit=config.limit,
+            checkpoint=args.checkpoint, methods=parse_methods(args.methods), limit=config.limit,
             seed=config.seed, options=parse_options(args.options), data_dir=args.data_dir).validate()
         run_dir = Path(args.out) / "explanations"
         explain_run(explain_config, run_dir, progress=not args.no_progress)

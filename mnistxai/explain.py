@@ -372,7 +372,7 @@ def build_parser() -> ArgumentParser:
 
 
 def config_from_args(args) -> ExplainConfig:
-    return ExplainConfig(checkpoint=args.checkpoint, methods=tuple(parse_methods(args.methods)),
+    return ExplainConfig(checkpoint=args.checkpoint, methods=parse_methods(args.methods),
                          split=args.split, limit=args.limit, batch_size=args.batch_size,
                          dtype=args.dtype, seed=args.seed, targets=args.targets,
                          options=parse_options(args.options), background=args.background,

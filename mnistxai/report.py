@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import re
 from pathlib import Path
 
 _STYLE = """
@@ -96,8 +97,6 @@ def write_report(out_dir: str | Path, title: str, intro: str, sections: list[Sec
 
 def markdown_to_html(text: str) -> str:
     """The small Markdown subset the leaderboard uses: '#' headings, pipe tables, paragraphs, **bold**."""
-    import re
-
     def inline(t: str) -> str:
         t = html.escape(t)
         t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)

@@ -221,11 +221,11 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
                method=method, static=static)
 
 
-def parse_methods(text: str | None) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]`` checked against ``METHODS``; None or ``"all"`` -> every method."""
+def parse_methods(text: str | None) -> tuple[str, ...]:
+    """``"a,b"`` -> ``("a", "b")`` checked against ``METHODS``; None or ``"all"`` -> every method."""
     if text is None or text == "all":
-        return list(METHODS)
-    names = [m.strip() for m in text.split(",") if m.strip()]
+        return tuple(METHODS)
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
         raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
