@@ -46,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue the run in --workdir (its saved settings win)")
     p.add_argument("--init-from", metavar="WORKDIR", help="cnn: initialize all but the head from this run's CNN; "
                                                           "generator: start from this VAE run's decoder")
+    p.add_argument("--prior", choices=("class", "normal"),
+                   help="generator: codes from per-class Gaussians fitted to the --init-from VAE's codes, or "
+                        "N(0, I) (default: class with --init-from, else normal)")
     p.add_argument("--freeze-backbone", action="store_true", help="CNN, with --init-from: train only the new head")
     return p.parse_args(argv)
 
@@ -55,7 +58,7 @@ def make_config(args):
     config_cls, _ = MODELS[args.model]
     values = {"data_dir": args.data_dir, "limit_train": args.limit_train, "limit_test": args.limit_test}
     for name in ("dataset", "epochs", "batch_size", "lr", "seed", "weight_decay", "augment_shift", "init_from",
-                 "latent_dim", "classifier"):
+                 "latent_dim", "classifier", "prior"):
         value = getattr(args, name)
         if value is not None and value is not False:
             values[name] = value

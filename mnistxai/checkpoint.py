@@ -23,6 +23,7 @@ import orbax.checkpoint as ocp
 
 from mnistxai.classifier import Classifier
 from mnistxai.gan import Generator, GeneratorModel
+from mnistxai.latent_prior import GaussianMixture
 from mnistxai.models import CNN
 from mnistxai.vae import VAE, VAEModel
 
@@ -135,4 +136,6 @@ def load_generator(workdir: str | Path, which: str = "best") -> GeneratorModel:
     The generator's weights are the moving average ``g_ema`` that training sampled and scored.
     """
     state, config = _load_model(workdir, which, "generator")
-    return GeneratorModel(state["g_ema"], Generator(**config.get("model_kwargs", {})))
+    prior = state.get("prior")  # absent from runs made before priors were saved: N(0, I)
+    return GeneratorModel(state["g_ema"], Generator(**config.get("model_kwargs", {})),
+                          None if prior is None else GaussianMixture(**prior))

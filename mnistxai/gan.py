@@ -16,13 +16,14 @@ BatchNorm: every sample depends on its own code only, in training as in use.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
 
+from mnistxai.latent_prior import GaussianMixture
 from mnistxai.vae import Decoder
 
 
@@ -61,10 +62,18 @@ def init_gan(generator: Generator, discriminator: Discriminator, key: jax.Array)
 
 @struct.dataclass
 class GeneratorModel:
-    """A trained generator as a pure function."""
+    """A trained generator as a pure function, with the prior its codes are drawn from.
+
+    Attributes:
+      params: the generator's parameters.
+      module: the ``Generator``.
+      prior: a ``GaussianMixture`` over codes (``mnistxai.latent_prior``: the per-class Gaussians
+        the generator was trained with); None means N(0, I).
+    """
 
     params: dict
     module: Generator = struct.field(pytree_node=False, default_factory=Generator)
+    prior: Optional[GaussianMixture] = None
 
     @property
     def latent_dim(self) -> int:
@@ -74,6 +83,12 @@ class GeneratorModel:
         """Images (B, 28, 28, 1) in [0, 1] from codes z (B, latent_dim)."""
         return self.module.apply({"params": self.params}, z)
 
+    def sample_codes(self, key: jax.Array, n: int) -> jax.Array:
+        """n codes (n, latent_dim) from the prior."""
+        if self.prior is None:
+            return jax.random.normal(key, (n, self.latent_dim))
+        return self.prior.sample(key, n)[0]
+
     def sample(self, key: jax.Array, n: int) -> jax.Array:
-        """n images from z ~ N(0, I)."""
-        return self.generate(jax.random.normal(key, (n, self.latent_dim)))
+        """n images from codes drawn from the prior."""
+        return self.generate(self.sample_codes(key, n))

@@ -27,8 +27,9 @@ from flax import struct
 from mnistxai import checkpoint
 from mnistxai._jit import jit
 from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
+from mnistxai.latent_prior import GaussianMixture, fit_class_gaussians, standard_normal
 from mnistxai.models import count_params
-from mnistxai.train import Task, fit, validate_common
+from mnistxai.train import Task, fit, load_split, validate_common
 from mnistxai.vae import VAE, VAEModel, init_vae, negative_elbo
 
 
@@ -85,7 +86,8 @@ class GANConfig(DataConfig):
     """DCGAN training settings and defaults (Radford et al. 2016, scaled down for a CPU).
 
     From random weights this small DCGAN learns slowly on a CPU budget (CNN Inception Score ~5.7
-    after 5 epochs); started from a trained VAE decoder (``init_from``) it is ~6.7 after one epoch.
+    after 5 epochs); started from a trained VAE decoder (``init_from``) it is ~6.7 after one epoch
+    with N(0, I) codes, and ~9.2 with the class prior.
 
     Attributes:
       dataset, data_dir, seed, limit_train, limit_test, eval_batch_size: as in ``TrainConfig``.
@@ -95,6 +97,10 @@ class GANConfig(DataConfig):
       latent_dim: size of the code z (16, as the VAE's).
       init_from: a VAE work dir whose decoder initializes the generator (same architecture and
         latent_dim); None starts from random weights.
+      prior: where codes come from in training and sampling: ``"class"``, one Gaussian per
+        class fitted to the ``init_from`` VAE's posterior means of the training images
+        (``mnistxai.latent_prior``; CNN Inception Score 9.4 instead of 7.2 with N(0, I)), or
+        ``"normal"``, N(0, I). None (default): "class" with ``init_from``, else "normal".
       ema: decay of the exponential moving average of the generator's weights that is sampled,
         scored and saved for use (0.99; 0 uses the raw weights) (Yazici et al. 2019).
       classifier: a CNN work dir; when given, each epoch scores ``eval_samples`` samples with the
@@ -109,6 +115,7 @@ class GANConfig(DataConfig):
     beta1: float = 0.5
     latent_dim: int = 16
     init_from: str | None = None
+    prior: str | None = None
     ema: float = 0.99
     classifier: str | None = None
     eval_samples: int = 2000
@@ -120,7 +127,15 @@ class GANConfig(DataConfig):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.beta1 < 1 or not 0 <= self.ema < 1:
             raise ValueError(f"beta1 and ema must be in [0, 1), got {self.beta1}, {self.ema}")
+        if self.prior not in (None, "class", "normal"):
+            raise ValueError(f"prior must be 'class' or 'normal', got {self.prior!r}")
+        if self.prior == "class" and not self.init_from:
+            raise ValueError("prior 'class' is fitted to a VAE's codes: it needs init_from (a VAE run)")
         return self
+
+    @property
+    def prior_kind(self) -> str:
+        return self.prior or ("class" if self.init_from else "normal")
 
 
 def _warmup_cosine(config, steps_per_epoch: int):
@@ -240,6 +255,7 @@ class GANState:
     g_opt_state: Any
     d_opt_state: Any
     key: jax.Array  # raw uint32 key data
+    prior: GaussianMixture  # where z comes from (fixed during training)
 
 
 def _bce(logits, target: float):
@@ -250,7 +266,7 @@ def make_gan_step(generator: Generator, discriminator: Discriminator, tx: optax.
                   ema: float = 0.0) -> Callable:
     """Jitted, donating ``(state, uint8 images, labels) -> (state, summed metrics)``; labels unused.
 
-    One discriminator update on real + generated images, then one generator update with the
+    One discriminator update on real + generated images (codes z from ``state.prior``), then one generator update with the
     non-saturating loss -log D(G(z)) (Goodfellow et al. 2014), both from the same codes z; then
     ``g_ema <- ema * g_ema + (1 - ema) * g_params``.
     """
@@ -259,7 +275,7 @@ def make_gan_step(generator: Generator, discriminator: Discriminator, tx: optax.
         del labels
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         x = _to_float(images)
-        z = jax.random.normal(key, (x.shape[0], generator.latent_dim))
+        z = state.prior.sample(key, x.shape[0])[0]
         generate = lambda params: generator.apply({"params": params}, z)  # noqa: E731
         fake = generate(state.g_params)
 
@@ -284,6 +300,18 @@ def make_gan_step(generator: Generator, discriminator: Discriminator, tx: optax.
     return jit(train_step, donate_argnums=0)
 
 
+@jit
+def _posterior_means(vae: VAEModel, images):
+    return vae.encode(_to_float(images))[0]
+
+
+def class_prior(vae: VAEModel, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> GaussianMixture:
+    """Per-class Gaussians fitted to ``vae``'s posterior means of uint8 ``images`` (N, 28, 28)."""
+    codes = np.concatenate([np.asarray(_posterior_means(vae, images[i:i + batch_size]))
+                            for i in range(0, len(images), batch_size)])
+    return fit_class_gaussians(codes, labels, vae.module.num_classes)
+
+
 def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:
     from mnistxai import generative_eval
 
@@ -292,16 +320,19 @@ def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:
     tx = optax.adam(config.lr, b1=config.beta1)
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     g, d = init_gan(generator, discriminator, init_key)
+    prior = standard_normal(config.latent_dim)
     if config.init_from:  # start from a trained VAE decoder (same architecture), sharpen adversarially
         vae = checkpoint.load_vae(config.init_from)
         if vae.latent_dim != config.latent_dim:
             raise ValueError(f"init_from {config.init_from} has latent_dim {vae.latent_dim}, "
                              f"the generator {config.latent_dim}")
         g = {"decoder": vae.params["decoder"]}
+        if config.prior_kind == "class":
+            prior = class_prior(vae, *load_split(config, "train"), config.eval_batch_size)
     state = GANState(step=jnp.zeros((), jnp.int32), g_params=g, g_ema=jax.tree_util.tree_map(jnp.copy, g),
                      d_params=d, g_opt_state=tx.init(g), d_opt_state=tx.init(d),
-                     key=jax.random.key_data(train_key))
-    as_model = lambda s: GeneratorModel(s.g_ema, generator)  # noqa: E731
+                     key=jax.random.key_data(train_key), prior=prior)
+    as_model = lambda s: GeneratorModel(s.g_ema, generator, s.prior)  # noqa: E731
     judge = reference = None
     if config.classifier:
         judge = checkpoint.load_classifier(config.classifier)
@@ -319,7 +350,7 @@ def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:
     def write_figures(workdir: Path, s: GANState):
         from mnistxai import viz
         samples = np.asarray(as_model(s).sample(jax.random.key(config.seed + 7), 100))[..., 0]
-        viz.save_figure(viz.plot_image_grid(samples.reshape(10, 10, 28, 28), title="DCGAN samples, z ~ N(0, I)"),
+        viz.save_figure(viz.plot_image_grid(samples.reshape(10, 10, 28, 28), title=f"DCGAN samples, z from the {config.prior_kind} prior"),
                         workdir / "samples.png")
 
     def plot(epochs):
@@ -340,7 +371,8 @@ def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:
                 score=lambda m: -m.get("frechet_distance", -m["epoch"]),
                 model_kwargs={"latent_dim": config.latent_dim},
                 summary=(f"DCGAN: generator {count_params(g):,}, discriminator {count_params(d):,} parameters"
-                         + (f", generator initialized from {config.init_from}" if config.init_from else "")),
+                         + (f", generator initialized from {config.init_from}" if config.init_from else "")
+                         + f", codes from the {config.prior_kind} prior"),
                 write_figures=write_figures, plot=plot, describe=describe, bar_keys=("d_loss", "g_loss", "d_fake"))
 
 

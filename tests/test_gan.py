@@ -21,17 +21,25 @@ def test_generator_range_and_shapes():
     assert Discriminator().apply({"params": d}, images).shape == (5,)
 
 
-def test_generator_starts_as_the_vae_decoder(tmp_path):
+def test_generator_starts_as_the_vae_decoder_with_its_class_prior(tmp_path, mnist_dir):
+    from mnistxai import data
     from mnistxai.train_generative import build_gan
     from mnistxai.vae import VAE, VAEModel, init_vae
 
     vae = VAEModel(init_vae(VAE(latent_dim=8), jax.random.key(3))["params"], VAE(latent_dim=8))
     checkpoint.save(tmp_path / "checkpoints" / "best", 1, {"params": vae.params},
                     {"model": "vae", "model_kwargs": {"latent_dim": 8}}, {})
-    task = build_gan(GANConfig(latent_dim=8, init_from=str(tmp_path)), 10, (None, None))
+    config = GANConfig(latent_dim=8, init_from=str(tmp_path), data_dir=str(mnist_dir), limit_train=500)
+    task = build_gan(config, 10, (None, None))
     z = jax.random.normal(jax.random.key(4), (3, 8))
     np.testing.assert_allclose(GeneratorModel(task.state.g_ema, Generator(latent_dim=8)).generate(z), vae.decode(z),
                                atol=1e-6)
+    images, labels = data.load("mnist", "train", str(mnist_dir))
+    codes = np.asarray(vae.encode(data.to_model_input(images[:500]))[0])
+    class_means = np.stack([codes[labels[:500] == k].mean(0) for k in range(10)])
+    np.testing.assert_allclose(task.state.prior.means, class_means, atol=1e-5)
+    normal = build_gan(GANConfig(latent_dim=8, init_from=str(tmp_path), prior="normal"), 10, (None, None))
+    np.testing.assert_array_equal(normal.state.prior.scale_tril, np.eye(8)[None])
     with pytest.raises(ValueError, match="latent_dim"):
         build_gan(GANConfig(latent_dim=4, init_from=str(tmp_path)), 10, (None, None))
 
@@ -47,8 +55,9 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir, generator_run)
     a, b = whole["epochs"][-1], resumed["epochs"][-1]  # epoch 1 of the resumed run averages steps 4..8 only
     assert a["train_d_loss"] == b["train_d_loss"] and a["train_g_loss"] == b["train_g_loss"]
     z = jax.random.normal(jax.random.key(2), (4, 8))
-    np.testing.assert_array_equal(checkpoint.load_generator(whole_dir, "latest").generate(z),
-                                  checkpoint.load_generator(tmp_path / "split", "latest").generate(z))
+    loaded = checkpoint.load_generator(whole_dir, "latest")
+    np.testing.assert_array_equal(loaded.generate(z), checkpoint.load_generator(tmp_path / "split", "latest").generate(z))
+    np.testing.assert_array_equal(loaded.prior.means, np.zeros((1, 8)))  # the prior is saved: N(0, I) here
     assert (whole_dir / "samples.png").stat().st_size > 1000
     with pytest.raises(checkpoint.CheckpointError, match="not a 'vae'"):
         checkpoint.load_vae(whole_dir)

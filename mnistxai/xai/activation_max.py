@@ -170,7 +170,10 @@ def _to_image(parameterization: str, decoder, param: jax.Array) -> jax.Array:
 def _init_param(parameterization: str, decoder, key: jax.Array) -> jax.Array:
     if parameterization == "pixels":  # faint noise on the black MNIST background
         return 0.1 * jax.random.uniform(key, (28, 28, 1))
-    return jax.random.normal(key, (decoder.latent_dim,))  # a sample of the prior
+    sample_codes = getattr(decoder, "sample_codes", None)  # a GeneratorModel's own prior
+    if sample_codes is not None:
+        return sample_codes(key, 1)[0]
+    return jax.random.normal(key, (decoder.latent_dim,))  # a sample of N(0, I)
 
 
 def _project(parameterization: str, reg: Regularizers, param: jax.Array, step) -> jax.Array:
