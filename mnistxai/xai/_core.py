@@ -93,6 +93,59 @@ def over_examples(one: Callable, x: jax.Array, targets: Optional[jax.Array],
     return Explanation(attributions, t.astype(jnp.int32), extras)
 
 
+def flat_batch(fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array], jax.Array]:
+    """``fn`` (N, ...) -> (N, ...), which under ``vmap`` runs one flat batch of all the examples.
+
+    Vmapping a model over stacks of perturbed copies (examples x samples) gives XLA:CPU rank-5
+    activations, which it runs 1.5-2.5x slower than the same work as one (examples * samples)
+    batch (forward passes of the MNIST CNN: ~1,200 vs ~2,900 images/s). The result is the same.
+    Forward only: JAX cannot differentiate through the custom batching rule. A ``fn`` that closes
+    over tracers (a model whose weights are arguments of an enclosing jit) is returned as it is:
+    the batching rule cannot see them.
+    """
+    @jax.custom_batching.custom_vmap
+    def flat(x):
+        return fn(x)
+
+    @flat.def_vmap
+    def _rule(axis_size, in_batched, x):
+        if not in_batched[0]:
+            out = flat(x)
+            return jnp.broadcast_to(out, (axis_size,) + out.shape), True
+        out = flat(x.reshape((-1,) + x.shape[2:]))
+        return out.reshape(x.shape[:2] + out.shape[1:]), True
+
+    def wrapped(x):
+        consts = jax.closure_convert(fn, x)[1]
+        return fn(x) if any(isinstance(c, jax.core.Tracer) for c in consts) else flat(x)
+    return wrapped
+
+
+def targets_or_zeros(x: jax.Array, targets: Optional[jax.Array]) -> jax.Array:
+    """``targets``, or int32 zeros standing in for them where the method predicts its own."""
+    return jnp.zeros(x.shape[0], jnp.int32) if targets is None else targets
+
+
+def over_groups(fn: Callable, args, group: int):
+    """``fn(args_g)`` on consecutive groups of ``group`` examples, concatenated along axis 0.
+
+    Unlike ``over_examples`` nothing is vmapped: ``fn`` sees a group as one batch and can hand
+    the model flat (group x samples) batches (see ``flat_batch`` for why that is faster). Full
+    groups run in a ``lax.map``, a remainder group once after it.
+    """
+    n = jax.tree_util.tree_leaves(args)[0].shape[0]
+    g = max(1, min(group, n))
+    full, rem = divmod(n, g)
+    parts = []
+    if full:
+        head = jax.tree_util.tree_map(lambda a: a[:full * g].reshape((full, g) + a.shape[1:]), args)
+        out = jax.lax.map(fn, head)
+        parts.append(jax.tree_util.tree_map(lambda o: o.reshape((full * g,) + o.shape[2:]), out))
+    if rem:
+        parts.append(fn(jax.tree_util.tree_map(lambda a: a[full * g:], args)))
+    return parts[0] if len(parts) == 1 else jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
+
+
 def _tree_add(a, b):
     return jax.tree_util.tree_map(jnp.add, a, b)
 

@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, chunked_map, minmax, one_hot_rows,
-                                over_examples, plan, resize_maps, target_or_argmax)
+                                over_examples, over_groups, plan, resize_maps, target_or_argmax,
+                                targets_or_zeros)
 from mnistxai.xai.gradients import guided_backprop
 
 FeaturesFn = Callable[[jax.Array], jax.Array]
@@ -86,23 +87,27 @@ def scorecam(features_fn: FeaturesFn, head_fn: HeadFn, x: jax.Array,
     Each channel A_k is upsampled to (H, W) and min-max scaled to a mask M_k (a constant channel
     gives a zero mask); the channel's weight is the softmax over channels of the target logit of
     x * M_k, as in pytorch-grad-cam (the paper uses the softmax *probability* minus a baseline's).
-    Channels run ``chunk_size // examples`` at a time. Extras: ``channel_weights`` (B, K).
+    Groups of examples go through the model as flat batches of at most ``chunk_size`` masked
+    images (``chunk_size // examples`` channels each). Extras: ``channel_weights`` (B, K).
     """
-    def model(z):
-        return head_fn(features_fn(z))
+    examples, per_pass = plan(x.shape[0], chunk_size)
+    size = x.shape[1:3]
 
-    per_pass = plan(x.shape[0], chunk_size)[1]
+    def group(args):
+        xg, tg = args
+        a = features_fn(xg)                                                # (E, h, w, K)
+        t = (jnp.argmax(head_fn(a), -1) if targets is None else tg).astype(jnp.int32)
+        masks = minmax(resize_maps(jnp.moveaxis(a, -1, 1), size))          # (E, K, H, W)
 
-    def one(xi, t, _):
-        a = features_fn(xi[None])[0]
-        t = target_or_argmax(head_fn(a[None])[0], t)
-        masks = minmax(resize_maps(jnp.moveaxis(a, -1, 0), xi.shape[:2]))   # (K, H, W)
-        scores = chunked_map(lambda idx: model(xi[None] * masks[idx][..., None])[:, t],
-                             masks.shape[0], per_pass)
-        w = jax.nn.softmax(scores)
-        cam = jax.nn.relu(jnp.einsum("hwk,k->hw", a, w))
-        return resize_maps(cam, xi.shape[:2]), t, {"channel_weights": w}
-    return over_examples(one, x, targets, chunk_size=chunk_size)
+        def chunk(idx):                                                    # -> (k, E) target logits
+            masked = (xg[:, None] * masks[:, idx][..., None]).reshape((-1,) + xg.shape[1:])
+            logits = head_fn(features_fn(masked)).reshape(xg.shape[0], idx.shape[0], -1)
+            return logits[jnp.arange(xg.shape[0]), :, t].T
+        w = jax.nn.softmax(chunked_map(chunk, a.shape[-1], per_pass).T, -1)  # (E, K)
+        cam = jax.nn.relu(jnp.einsum("ehwk,ek->ehw", a, w))
+        return resize_maps(cam, size), t, w
+    maps, t, w = over_groups(group, (x, targets_or_zeros(x, targets)), examples)
+    return Explanation(maps, t, {"channel_weights": w})
 
 
 def guided_gradcam(features_fn: FeaturesFn, head_fn: HeadFn, guided_logits_fn, x: jax.Array,

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, over_examples, plan,
-                                predict_one, sample_sum)
+from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, over_groups, plan, sample_sum,
+                                targets_or_zeros)
 
 
 def window_masks(size: tuple[int, int], window: tuple[int, int],
@@ -99,18 +99,24 @@ def rise(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None,
     """RISE (Petsiuk et al. 2018, arXiv:1806.07421): sum_i P(t | x * M_i) M_i / (masks * p).
 
     Scores are softmax probabilities of the target, as in the paper (Captum has no RISE). All
-    examples share the same ``masks`` random masks drawn from ``key``, so an example's map does
-    not depend on the rest of the batch. Non-negative, (B, H, W).
+    examples share the same ``masks`` random masks drawn from ``key`` (held in memory at once:
+    masks x H x W floats), so an example's map does not depend on the rest of the batch.
+    Non-negative, (B, H, W). Groups of examples go through the model as flat batches of at most
+    ``chunk_size`` masked images.
     """
-    size = x.shape[1:3]
-    per_pass = plan(x.shape[0], chunk_size)[1]
+    examples, per_pass = plan(x.shape[0], chunk_size)
+    all_masks = rise_masks(key, jnp.arange(masks), x.shape[1:3], cells, p)  # drawn once
 
-    def one(xi, t, k):
-        t = predict_one(logits_fn, xi, t)
+    def group(args):
+        xg, tg = args                                                  # (E, H, W, C), (E,)
+        t = jnp.argmax(logits_fn(xg), -1) if targets is None else tg
+        t = t.astype(jnp.int32)
 
         def chunk(idx):
-            m = rise_masks(k, idx, size, cells, p)
-            prob = jax.nn.softmax(logits_fn(xi[None] * m[..., None]), -1)[:, t]
-            return jnp.einsum("k,khw->hw", prob, m)
-        return sample_sum(chunk, masks, per_pass) / (masks * p), t, {}
-    return over_examples(one, x, targets, key, chunk_size=chunk_size, shared_key=True)
+            m = all_masks[idx]                                         # (k, H, W)
+            masked = (xg[:, None] * m[None, ..., None]).reshape((-1,) + xg.shape[1:])
+            prob = jax.nn.softmax(logits_fn(masked), -1).reshape(xg.shape[0], idx.shape[0], -1)
+            return jnp.einsum("ek,khw->ehw", prob[jnp.arange(xg.shape[0]), :, t], m)
+        return sample_sum(chunk, masks, per_pass) / (masks * p), t
+    attributions, t = over_groups(group, (x, targets_or_zeros(x, targets)), examples)
+    return Explanation(attributions, t, {})

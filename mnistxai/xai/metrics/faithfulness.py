@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai._jit import jit
+from mnistxai.xai._core import flat_batch
 from mnistxai.xai.paths import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
                                           chunked, descending_order, example_keys, over_examples,
@@ -44,9 +46,10 @@ def _step_counts(n_features: int, steps: int) -> np.ndarray:
     return np.round(np.linspace(0, n_features, steps + 1)).astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "steps", "mode", "blur_sigma", "chunk_size"))
+@functools.partial(jit, static_argnames=("score_fn", "steps", "mode", "blur_sigma", "chunk_size"))
 def _pixel_curves(score_fn, x, attributions, targets, keys, fill, *, steps, mode, blur_sigma,
                   chunk_size):
+    score_fn = flat_batch(score_fn)
     n, h, w = attributions.shape
     counts = _step_counts(h * w, steps)
     per_example, per_pass = plan(n, steps + 1, chunk_size)
@@ -116,10 +119,11 @@ def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
                          mode="insertion", blur_sigma=float(blur_sigma), chunk_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "patch", "regions", "order", "noise",
+@functools.partial(jit, static_argnames=("score_fn", "patch", "regions", "order", "noise",
                                              "chunk_size"))
 def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, regions, order, noise,
                    chunk_size):
+    score_fn = flat_batch(score_fn)
     n, h, w = attributions.shape
     gh, gw = h // patch, w // patch
     per_example, per_pass = plan(n, regions + 1, chunk_size)
@@ -172,9 +176,10 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
                           order=order, noise=noise, chunk_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("score_fn", "kind", "samples", "size", "chunk_size"))
+@functools.partial(jit, static_argnames=("score_fn", "kind", "samples", "size", "chunk_size"))
 def _sampled(score_fn, x, attributions, targets, keys, fill, *, kind, samples, size, chunk_size):
     """Per example: (sum of the attribution over each perturbation, f(x) - f(x_perturbed))."""
+    score_fn = flat_batch(score_fn)
     n, h, w = attributions.shape
     per_example, per_pass = plan(n, samples + 1, chunk_size)
 

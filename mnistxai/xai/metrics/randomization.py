@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai._jit import jit
 from mnistxai.models import CONV_LAYERS, init_cnn
 from mnistxai.xai.metrics._common import check_inputs, example_keys, minmax, spearman
 from mnistxai.xai.metrics.robustness import ExplainFn
@@ -73,7 +74,7 @@ def _similarities(reference, maps, absolute):
     return rho, s
 
 
-@functools.partial(jax.jit, static_argnames=("explain_fn",))
+@functools.partial(jit, static_argnames=("explain_fn",))
 def _explain(explain_fn, model, x, targets, keys):
     return explain_fn(model, x, targets, keys).astype(jnp.float32)
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai._jit import jit
 from mnistxai.xai.metrics._common import (check_inputs, check_positive, example_keys,
                                           normalize_by_max)
 
@@ -23,7 +24,7 @@ def _fro(a):
     return jnp.sqrt((a * a).sum((-2, -1)))
 
 
-@functools.partial(jax.jit, static_argnames=("explain_fn", "samples", "radius", "clip"))
+@functools.partial(jit, static_argnames=("explain_fn", "samples", "radius", "clip"))
 def _max_sensitivity(explain_fn, model, x, attributions, targets, keys, *, samples, radius, clip):
     base = normalize_by_max(attributions.astype(jnp.float32))
     base_norm = _fro(base)
