@@ -26,6 +26,7 @@ from mnistxai.checkpoint import load_classifier
 from mnistxai.classifier import Classifier
 from mnistxai.models import CNN, init_cnn
 from mnistxai import xai
+from mnistxai._jit import jit
 
 # method: (options, examples per timed call, gradient passes, forward passes) per image
 CONFIGS = {
@@ -61,6 +62,14 @@ def pass_flops(clf) -> tuple[float, float]:
     return fwd / 256, grad.cost_analysis()["flops"] / 256
 
 
+def matmul_gflops(n: int = 2048) -> float:
+    """GFLOP/s of a float32 n x n matrix product: the machine's practical compute peak."""
+    a = jnp.ones((n, n), jnp.float32)
+    product = jit(lambda a: a @ a)
+    product(a).block_until_ready()
+    return 2 * n ** 3 / min(_timed(lambda: product(a).block_until_ready()) for _ in range(5)) / 1e9
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="workdir of a trained classifier")
@@ -74,7 +83,8 @@ def main():
     background = images[1024:1124]
     fwd, grad = pass_flops(clf)
     print(f"{jax.devices()[0].device_kind}; forward {fwd / 1e6:.1f} MFLOP/image, "
-          f"forward+backward {grad / 1e6:.1f} MFLOP/image")
+          f"forward+backward {grad / 1e6:.1f} MFLOP/image; float32 2048x2048 matmul "
+          f"{matmul_gflops():.0f} GFLOP/s (the practical peak)")
     print(f"{'method':22s} {'batch':>6s} {'images/s':>10s} {'GFLOP/s':>8s}")
     for name in args.methods.split(","):
         options, batch, n_grad, n_fwd = CONFIGS[name]
