@@ -76,18 +76,17 @@ def plan(n_examples: int, chunk_size: int) -> tuple[int, int]:
 
 
 def over_examples(one: Callable, x: jax.Array, targets: Optional[jax.Array],
-                  key: Optional[jax.Array] = None, *, chunk_size: int = DEFAULT_CHUNK,
-                  shared_key: bool = False) -> Explanation:
+                  key: Optional[jax.Array] = None, *, chunk_size: int = DEFAULT_CHUNK) -> Explanation:
     """Map ``one(x_i, t_i, key_i) -> (map, target, extras)`` over the batch.
 
     vmap when the batch fits in ``chunk_size``, else ``lax.map`` over chunks of it. Example i gets
-    ``jax.random.split(key, B)[i]`` (or ``key`` itself when ``shared_key``: RISE's masks).
+    ``jax.random.split(key, B)[i]``.
     """
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
-    keys = None if key is None or shared_key else jax.random.split(key, n)
-    fn = (lambda a: one(a[0], a[1], key)) if shared_key else (lambda a: one(*a))
-    args = (x, targets) if shared_key else (x, targets, keys)
+    keys = None if key is None else jax.random.split(key, n)
     per_pass = plan(n, chunk_size)[0]
+    fn = lambda a: one(*a)  # noqa: E731
+    args = (x, targets, keys)
     out = jax.vmap(fn)(args) if n <= per_pass else jax.lax.map(fn, args, batch_size=per_pass)
     attributions, t, extras = out
     return Explanation(attributions, t.astype(jnp.int32), extras)
