@@ -73,7 +73,8 @@ def fit_class_gaussians(codes, labels, num_classes: int, ridge: float = 1e-4) ->
     d = codes.shape[1]
     counts = np.bincount(labels, minlength=num_classes)
     if len(counts) > num_classes or counts.min() <= d:
-        raise ValueError(f"every class in [0, {num_classes}) needs more than {d} codes, got counts {counts.tolist()}")
+        raise ValueError(f"every class in [0, {num_classes}) needs more than {d} codes, "
+                         f"got counts {counts.tolist()}")
     means = np.stack([codes[labels == k].mean(0) for k in range(num_classes)])
     covs = np.stack([np.cov(codes[labels == k], rowvar=False) + ridge * np.eye(d) for k in range(num_classes)])
     return GaussianMixture(jnp.asarray(means, jnp.float32), jnp.asarray(np.linalg.cholesky(covs), jnp.float32))

@@ -266,9 +266,9 @@ def make_gan_step(generator: Generator, discriminator: Discriminator, tx: optax.
                   ema: float = 0.0) -> Callable:
     """Jitted, donating ``(state, uint8 images, labels) -> (state, summed metrics)``; labels unused.
 
-    One discriminator update on real + generated images (codes z from ``state.prior``), then one generator update with the
-    non-saturating loss -log D(G(z)) (Goodfellow et al. 2014), both from the same codes z; then
-    ``g_ema <- ema * g_ema + (1 - ema) * g_params``.
+    One discriminator update on real + generated images (codes z from ``state.prior``), then one
+    generator update with the non-saturating loss -log D(G(z)) (Goodfellow et al. 2014), both from
+    the same codes z; then ``g_ema <- ema * g_ema + (1 - ema) * g_params``.
     """
 
     def train_step(state: GANState, images, labels):
@@ -305,7 +305,8 @@ def _posterior_means(vae: VAEModel, images):
     return vae.encode(_to_float(images))[0]
 
 
-def class_prior(vae: VAEModel, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000) -> GaussianMixture:
+def class_prior(vae: VAEModel, images: np.ndarray, labels: np.ndarray,
+                batch_size: int = 1000) -> GaussianMixture:
     """Per-class Gaussians fitted to ``vae``'s posterior means of uint8 ``images`` (N, 28, 28)."""
     codes = np.concatenate([np.asarray(_posterior_means(vae, images[i:i + batch_size]))
                             for i in range(0, len(images), batch_size)])
@@ -350,8 +351,8 @@ def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:
     def write_figures(workdir: Path, s: GANState):
         from mnistxai import viz
         samples = np.asarray(as_model(s).sample(jax.random.key(config.seed + 7), 100))[..., 0]
-        viz.save_figure(viz.plot_image_grid(samples.reshape(10, 10, 28, 28), title=f"DCGAN samples, z from the {config.prior_kind} prior"),
-                        workdir / "samples.png")
+        title = f"DCGAN samples, z from the {config.prior_kind} prior"
+        viz.save_figure(viz.plot_image_grid(samples.reshape(10, 10, 28, 28), title=title), workdir / "samples.png")
 
     def plot(epochs):
         from mnistxai.viz import plot_metric_curves

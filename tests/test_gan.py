@@ -56,7 +56,8 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir, generator_run)
     assert a["train_d_loss"] == b["train_d_loss"] and a["train_g_loss"] == b["train_g_loss"]
     z = jax.random.normal(jax.random.key(2), (4, 8))
     loaded = checkpoint.load_generator(whole_dir, "latest")
-    np.testing.assert_array_equal(loaded.generate(z), checkpoint.load_generator(tmp_path / "split", "latest").generate(z))
+    resumed_generator = checkpoint.load_generator(tmp_path / "split", "latest")
+    np.testing.assert_array_equal(loaded.generate(z), resumed_generator.generate(z))
     np.testing.assert_array_equal(loaded.prior.means, np.zeros((1, 8)))  # the prior is saved: N(0, I) here
     assert (whole_dir / "samples.png").stat().st_size > 1000
     with pytest.raises(checkpoint.CheckpointError, match="not a 'vae'"):

@@ -24,7 +24,8 @@ def test_fit_recovers_each_class_mean_and_covariance():
     fit = fit_class_gaussians(codes, labels, 3, ridge=0.0)
     np.testing.assert_allclose(fit.means, means, atol=0.05)
     cov = np.einsum("kij,klj->kil", tril, tril)
-    fitted = np.einsum("kij,klj->kil", np.asarray(fit.scale_tril, np.float64), np.asarray(fit.scale_tril, np.float64))
+    tril_fit = np.asarray(fit.scale_tril, np.float64)
+    fitted = np.einsum("kij,klj->kil", tril_fit, tril_fit)
     np.testing.assert_allclose(fitted, cov, atol=0.1 * np.abs(cov).max())
 
 
