@@ -4,7 +4,10 @@ Deletion and insertion (Petsiuk et al. 2018), region perturbation / pixel flippi
 LeRF orders (Bach et al. 2015; Samek et al. 2017), faithfulness correlation (Bhatt et al. 2020) and
 infidelity (Yeh et al. 2019). Each is written for one example and vmapped over the batch; the
 perturbed inputs of one example (curve steps, random subsets, noise samples) go through the
-model ``chunk_size`` at a time, so memory is bounded whatever the batch or step count.
+model ``chunk_size`` at a time, so memory is bounded whatever the batch or step count. The score
+function is wrapped in ``flat_batch``, so the model sees one flat batch per pass, not a vmapped
+stack (about 2x faster on XLA:CPU; a score function must therefore not close over tracers to
+benefit, and is never differentiated here).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
 
 
 @functools.partial(jit, static_argnames=("score_fn", "patch", "regions", "order", "noise",
-                                             "chunk_size"))
+                                         "chunk_size"))
 def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, regions, order, noise,
                    chunk_size):
     score_fn = flat_batch(score_fn)
