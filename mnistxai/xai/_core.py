@@ -85,10 +85,11 @@ def over_examples(one: Callable, x: jax.Array, targets: Optional[jax.Array],
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
     keys = None if key is None else jax.random.split(key, n)
     per_pass = plan(n, chunk_size)[0]
-    fn = lambda a: one(*a)  # noqa: E731
     args = (x, targets, keys)
-    out = jax.vmap(fn)(args) if n <= per_pass else jax.lax.map(fn, args, batch_size=per_pass)
-    attributions, t, extras = out
+    if n <= per_pass:
+        attributions, t, extras = jax.vmap(one)(*args)
+    else:
+        attributions, t, extras = jax.lax.map(lambda a: one(*a), args, batch_size=per_pass)
     return Explanation(attributions, t.astype(jnp.int32), extras)
 
 

@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai._jit import jit
-from mnistxai.xai._core import flat_batch
 from mnistxai.xai.paths import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
-                                          chunked, descending_order, example_keys, over_examples,
+                                          chunked, flat_batch, descending_order, example_keys, over_examples,
                                           pearson, plan, ranks_of)
 
 ORDERS = ("morf", "lerf")
