@@ -94,6 +94,79 @@ def test_faithfulness_correlation_and_infidelity_on_linear_model():
         assert np.all(M.infidelity(score, x, rand, t, **kw) > 0.1), kind
 
 
+def _naive_curve(score, xi, ranks, counts, start, end, t):
+    """One path point at a time in NumPy: features of rank < count from ``end``."""
+    out = []
+    for c in counts:
+        z = np.where((ranks < c)[..., None], end, start)
+        out.append(float(score(jnp.asarray(z[None]))[0, t]))
+    return np.array(out)
+
+
+def test_steps_that_change_no_pixel_are_skipped_and_curves_equal_a_naive_loop():
+    # sparse digits-like images: 3/4 black pixels, and a map that is 0 on them (gradient x input)
+    params = tiny_mlp(seed=4)
+    score = functools.partial(mlp_apply, params)
+    kx, kb = jax.random.split(jax.random.key(7))
+    x = jax.random.uniform(kx, (3, 28, 28, 1)) * (jax.random.uniform(kb, (3, 28, 28, 1)) > 0.75)
+    a = x[..., 0] * jax.random.normal(jax.random.key(8), (28, 28))
+    t = jnp.array([1, 4, 9], jnp.int32)
+    dele = M.deletion(score, x, a, t, steps=16)          # no key: ties broken by pixel index
+    ins = M.insertion(score, x, a, t, steps=16)
+    flip = M.region_perturbation(score, x, a, t, patch=4, regions=20, baseline=0.0)
+    counts = np.round(np.linspace(0, 784, 17)).astype(int)
+    xs = np.asarray(x)
+    for i in range(3):
+        ranks = np.argsort(np.argsort(-np.asarray(a[i]).ravel(), kind="stable"), kind="stable")
+        ranks = ranks.reshape(28, 28)
+        np.testing.assert_allclose(dele["curve"][i], _naive_curve(score, xs[i], ranks, counts, xs[i],
+                                                                  0 * xs[i], t[i]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ins["curve"][i], _naive_curve(score, xs[i], ranks, counts, 0 * xs[i],
+                                                                 xs[i], t[i]), rtol=1e-5, atol=1e-6)
+        region = np.asarray(a[i]).reshape(7, 4, 7, 4).sum((1, 3)).ravel()
+        order = np.argsort(-region, kind="stable")
+        region_ranks = np.empty(49, int)
+        region_ranks[order] = np.arange(49)
+        pixel_ranks = np.kron(region_ranks.reshape(7, 7), np.ones((4, 4), int))
+        np.testing.assert_allclose(flip["curve"][i], _naive_curve(score, xs[i], pixel_ranks, range(21),
+                                                                  xs[i], 0 * xs[i], t[i]), rtol=1e-5, atol=1e-6)
+    # positive, zero (black: the skipped steps) and negative attributions, in that order
+    assert np.all(dele["evaluated"] < 17) and np.all(dele["evaluated"] >= 4)
+    np.testing.assert_array_equal(dele["evaluated"], ins["evaluated"])
+    assert np.all(flip["evaluated"] <= 21)
+    # dense images change at every step: nothing is skipped
+    dense = M.deletion(score, jax.random.uniform(kx, (3, 28, 28, 1)) + 0.01, a, t, steps=16)
+    np.testing.assert_array_equal(dense["evaluated"], 17)
+
+
+def test_shared_drops_give_the_same_metrics_for_every_map():
+    params = tiny_mlp(seed=5)
+    score = functools.partial(mlp_apply, params)
+    x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    t = jnp.array([0, 2, 5, 9], jnp.int32)
+    keys = jax.random.split(jax.random.key(1), 4)
+    fd = M.faithfulness_drops(score, x, t, key=keys, runs=8, subset=60, chunk_size=5)
+    idrops = M.infidelity_drops(score, x, t, key=keys, samples=7, chunk_size=5)
+    assert fd.shape == (4, 8) and idrops.shape == (4, 7)
+    for seed in (2, 3):  # two different maps scored against one set of model calls
+        a = M.random_attribution(x, jax.random.key(seed))
+        np.testing.assert_allclose(
+            M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60, drops=fd),
+            M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(M.infidelity(score, x, a, t, key=keys, samples=7, drops=idrops),
+                                   M.infidelity(score, x, a, t, key=keys, samples=7), rtol=1e-5, atol=1e-6)
+    # the drops are f(x) - f(x with the subset blacked out): check one against its definition
+    perm = jax.random.permutation(jax.random.fold_in(keys[2], 3), 784)
+    subset = (jnp.zeros(784, bool).at[perm[:60]].set(True)).reshape(28, 28, 1)
+    expected = score(x[2:3])[0, 5] - score(jnp.where(subset, 0.0, x[2:3]))[0, 5]
+    np.testing.assert_allclose(fd[2, 3], expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="drops must have shape"):
+        M.infidelity(score, x, a, t, key=keys, samples=6, drops=idrops)
+    with pytest.raises(ValueError, match="drops contains NaN"):
+        M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60,
+                                   drops=fd.at[0, 0].set(jnp.nan))
+
+
 def test_sparseness_and_complexity_known_values():
     n = H * W
     const = jnp.ones((1, H, W))

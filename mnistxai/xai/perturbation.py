@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, over_groups, plan, sample_sum,
-                                targets_or_zeros)
+from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, over_active, over_groups, plan,
+                                sample_sum, targets_or_zeros)
 
 
 def window_masks(size: tuple[int, int], window: tuple[int, int],
@@ -38,7 +38,7 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
     Exact shortcut: a window whose pixels all already equal ``baseline`` leaves x unchanged and
     its drop is exactly 0, so it is never evaluated (about half the windows of an MNIST digit on a
     black baseline). The remaining (example, window) pairs of the whole batch are packed together
-    and run ``chunk_size`` at a time in a while loop whose trip count is set by the data.
+    and run ``chunk_size`` at a time (``over_active``).
     Extras: ``evaluated`` (B,) the number of windows actually run per example.
     """
     b, h, w, _ = x.shape
@@ -51,26 +51,18 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
     full = jnp.take_along_axis(logits, t[:, None], 1)[:, 0]
 
     differs = (x != baseline).any(-1).astype(jnp.float32)                   # (B, H, W)
-    active = (jnp.einsum("nhw,bhw->bn", masks.astype(jnp.float32), differs) > 0).reshape(-1)
-    total = active.sum()
-    padded = math.ceil(b * n / k) * k
-    order = jnp.argsort(~active, stable=True)                               # active pairs first
-    order = jnp.pad(order, (0, padded - b * n))
+    active = jnp.einsum("nhw,bhw->bn", masks.astype(jnp.float32), differs) > 0
 
-    def body(i, drops):
-        slot = i * k + jnp.arange(k)
-        pair = jax.lax.dynamic_slice(order, (i * k,), (k,))
+    def drop(pair):                                                         # (k,) pair indices
         ex, win = pair // n, pair % n
         occluded = jnp.where(masks[win][..., None], baseline, x[ex])
-        out = jnp.take_along_axis(logits_fn(occluded), t[ex][:, None], 1)[:, 0]
-        return drops.at[pair].add(jnp.where(slot < total, full[ex] - out, 0.0))
+        return full[ex] - jnp.take_along_axis(logits_fn(occluded), t[ex][:, None], 1)[:, 0]
 
-    drops = jax.lax.fori_loop(0, (total + k - 1) // k, body, jnp.zeros(b * n, x.dtype))
+    drops = over_active(drop, active.reshape(-1), k).astype(x.dtype)
     count = masks_np.sum(0)
     spread = jnp.einsum("bn,nhw->bhw", drops.reshape(b, n), masks.astype(x.dtype))
     attr = spread / jnp.asarray(np.maximum(count, 1), x.dtype)
-    return Explanation(attr, t,
-                       {"evaluated": active.reshape(b, n).sum(1).astype(jnp.int32)})
+    return Explanation(attr, t, {"evaluated": active.sum(1).astype(jnp.int32)})
 
 
 def rise_masks(key: jax.Array, idx: jax.Array, size: tuple[int, int], cells: int,

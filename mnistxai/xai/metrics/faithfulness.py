@@ -2,12 +2,13 @@
 
 Deletion and insertion (Petsiuk et al. 2018), region perturbation / pixel flipping with MoRF and
 LeRF orders (Bach et al. 2015; Samek et al. 2017), faithfulness correlation (Bhatt et al. 2020) and
-infidelity (Yeh et al. 2019). Each is written for one example and vmapped over the batch; the
-perturbed inputs of one example (curve steps, random subsets, noise samples) go through the
-model ``chunk_size`` at a time, so memory is bounded whatever the batch or step count. The score
-function is wrapped in ``flat_batch``, so the model sees one flat batch per pass, not a vmapped
-stack (about 2x faster on XLA:CPU; a score function must therefore not close over tracers to
-benefit, and is never differentiated here).
+infidelity (Yeh et al. 2019). The perturbed inputs of the whole batch (examples x curve points,
+random subsets or noise samples) go through the model as flat batches of ``chunk_size``, so
+memory is bounded whatever the batch or step count, and the model never runs vmapped (about 2x
+slower on XLA:CPU, see ``over_groups``). Two exact savings: a curve point that changes no pixel (a
+deletion step that removes only black pixels) is not evaluated, and the drops of faithfulness
+correlation and infidelity, which do not depend on the map, can be computed once
+(``faithfulness_drops``, ``infidelity_drops``) and shared by every map of the same images.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai._jit import jit
+from mnistxai.xai._core import over_active
 from mnistxai.xai.paths import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
-                                          chunked, flat_batch, descending_order, example_keys, over_examples,
+                                          chunked, descending_order, example_keys, over_examples,
                                           pearson, plan, ranks_of)
 
 ORDERS = ("morf", "lerf")
@@ -33,15 +35,31 @@ def trapezoid_auc(curve: jax.Array) -> jax.Array:
     return (curve.sum(-1) - (curve[..., 0] + curve[..., -1]) / 2) / (curve.shape[-1] - 1)
 
 
-def _curve(score_fn, start, end, ranks, target, counts, per_pass):
-    """Scores of ``target`` along the path where the features of rank < counts[s] come from
-    ``end`` and the others from ``start`` (H, W, C); ``ranks`` (H, W); returns (len(counts),)."""
-    counts = jnp.asarray(counts)
+def _path_scores(score_fn, start, end, ranks, targets, counts, chunk_size):
+    """(B, L) target scores along B paths: at point s, the features of rank < counts[s] come
+    from ``end`` and the others from ``start`` (B, H, W, C); ``ranks`` int (B, H, W).
 
-    def scores(idx):
-        mask = ranks[None] < counts[idx][:, None, None]
-        return score_fn(jnp.where(mask[..., None], end[None], start[None]))[:, target]
-    return chunked(scores, counts.shape[0], per_pass)
+    Exact shortcut: a point whose newly switched features are equal in ``start`` and ``end``
+    (a deletion step that removes only black pixels) is the previous input again, so it is not
+    evaluated and takes the previous score. The other (example, point) pairs of the whole batch
+    run ``chunk_size`` at a time. Returns (scores, evaluated int32 (B,)).
+    """
+    b, length = ranks.shape[0], counts.shape[0]
+    counts = jnp.asarray(counts)
+    differs = (start != end).any(-1)
+    step = jnp.searchsorted(counts, ranks, side="right")  # the point where a feature switches
+    rows = jnp.broadcast_to(jnp.arange(b)[:, None, None], ranks.shape)
+    changed = jnp.zeros((b, length), bool).at[rows, step].max(differs, mode="drop")
+    changed = changed.at[:, 0].set(True)
+
+    def scores(pair):
+        ex, point = pair // length, pair % length
+        mask = ranks[ex] < counts[point][:, None, None]
+        inputs = jnp.where(mask[..., None], end[ex], start[ex])
+        return jnp.take_along_axis(score_fn(inputs), targets[ex][:, None], 1)[:, 0]
+    raw = over_active(scores, changed.reshape(-1), chunk_size).reshape(b, length)
+    last = jax.lax.cummax(jnp.where(changed, jnp.arange(length), 0), axis=1)
+    return jnp.take_along_axis(raw, last, 1), changed.sum(1).astype(jnp.int32)
 
 
 def _step_counts(n_features: int, steps: int) -> np.ndarray:
@@ -51,21 +69,19 @@ def _step_counts(n_features: int, steps: int) -> np.ndarray:
 @functools.partial(jit, static_argnames=("score_fn", "steps", "mode", "blur_sigma", "chunk_size"))
 def _pixel_curves(score_fn, x, attributions, targets, keys, fill, *, steps, mode, blur_sigma,
                   chunk_size):
-    score_fn = flat_batch(score_fn)
     n, h, w = attributions.shape
-    counts = _step_counts(h * w, steps)
-    per_example, per_pass = plan(n, steps + 1, chunk_size)
-
-    def one(xi, ai, t, k, fi):
-        ranks = ranks_of(descending_order(ai.ravel().astype(jnp.float32), k)).reshape(h, w)
-        if mode == "deletion":
-            start, end = xi, jnp.broadcast_to(fi, xi.shape)
-        else:
-            start = blur(xi, blur_sigma) if blur_sigma > 0 else jnp.broadcast_to(fi, xi.shape)
-            end = xi
-        return _curve(score_fn, start, end, ranks, t, counts, per_pass)
-    curves = over_examples(one, (x, attributions, targets, keys, fill), n, per_example)
-    return {"auc": trapezoid_auc(curves), "curve": curves}
+    flat = attributions.reshape(n, -1).astype(jnp.float32)
+    order = (jax.vmap(lambda a: descending_order(a, None))(flat) if keys is None
+             else jax.vmap(descending_order)(flat, keys))
+    ranks = jax.vmap(ranks_of)(order).reshape(n, h, w)
+    fill = jnp.broadcast_to(fill, x.shape)
+    if mode == "deletion":
+        start, end = x, fill
+    else:
+        start, end = (jax.vmap(lambda xi: blur(xi, blur_sigma))(x) if blur_sigma > 0 else fill), x
+    curves, evaluated = _path_scores(score_fn, start, end, ranks, targets,
+                                     _step_counts(h * w, steps), chunk_size)
+    return {"auc": trapezoid_auc(curves), "curve": curves, "evaluated": evaluated}
 
 
 def _fill(value, x):
@@ -88,7 +104,9 @@ def deletion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
       key: breaks ties in the ranking uniformly at random (one key or (B,) keys); None breaks them
         by pixel index (Quantus's behaviour). A constant map with a key gives the random-order curve.
     Returns:
-      ``{"auc": (B,), "curve": (B, steps + 1)}``.
+      ``{"auc": (B,), "curve": (B, steps + 1), "evaluated": int32 (B,)}``, the last the number of
+      curve points run through the model: a step that removes only pixels already equal to
+      ``baseline`` leaves the image as it was, and takes the previous point's score.
     Quantus has no deletion/insertion metric; with ``steps=784`` and the AOPC instead of the AUC
     this curve is Quantus's ``PixelFlipping`` (black baseline).
     """
@@ -110,7 +128,8 @@ def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
     Differs from RISE, whose canvas is always a blurred image (ImageNet has no neutral colour);
     on MNIST a blurred digit still shows its class, so every map would score alike.
 
-    Returns ``{"auc": (B,), "curve": (B, steps + 1)}``; other arguments as ``deletion``.
+    Returns ``{"auc": (B,), "curve": (B, steps + 1), "evaluated": (B,)}``; other arguments and
+    the skipped steps (pixels equal to the canvas) as ``deletion``.
     """
     check_inputs(x, attributions, targets)
     check_positive(steps=steps, chunk_size=chunk_size)
@@ -125,22 +144,21 @@ def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
                                          "chunk_size"))
 def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, regions, order, noise,
                    chunk_size):
-    score_fn = flat_batch(score_fn)
     n, h, w = attributions.shape
     gh, gw = h // patch, w // patch
-    per_example, per_pass = plan(n, regions + 1, chunk_size)
-    counts = np.arange(regions + 1, dtype=np.int32)
 
-    def one(xi, ai, t, k, fi):
+    def region_ranks(ai, k):
         score = ai.astype(jnp.float32).reshape(gh, patch, gw, patch).sum((1, 3)).ravel()
         tie_key = None if k is None else jax.random.fold_in(k, 1)
-        order_idx = descending_order(score if order == "morf" else -score, tie_key)
-        ranks = jnp.repeat(jnp.repeat(ranks_of(order_idx).reshape(gh, gw), patch, 0), patch, 1)
-        end = (jax.random.uniform(jax.random.fold_in(k, 0), xi.shape, xi.dtype) if noise
-               else jnp.broadcast_to(fi, xi.shape))
-        return _curve(score_fn, xi, end, ranks, t, counts, per_pass)
-    curves = over_examples(one, (x, attributions, targets, keys, fill), n, per_example)
-    return {"aopc": (curves[:, :1] - curves).mean(-1), "curve": curves}
+        ranks = ranks_of(descending_order(score if order == "morf" else -score, tie_key))
+        return jnp.repeat(jnp.repeat(ranks.reshape(gh, gw), patch, 0), patch, 1)
+    ranks = (jax.vmap(lambda a: region_ranks(a, None))(attributions) if keys is None
+             else jax.vmap(region_ranks)(attributions, keys))
+    end = (jax.vmap(lambda k, xi: jax.random.uniform(jax.random.fold_in(k, 0), xi.shape, xi.dtype))(keys, x)
+           if noise else jnp.broadcast_to(fill, x.shape))
+    curves, evaluated = _path_scores(score_fn, x, end, ranks, targets,
+                                     np.arange(regions + 1, dtype=np.int32), chunk_size)
+    return {"aopc": (curves[:, :1] - curves).mean(-1), "curve": curves, "evaluated": evaluated}
 
 
 def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: str = "morf",
@@ -157,7 +175,8 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
     Differs from Quantus's ``RegionPerturbation`` (patch 8 sliding, overlaps skipped, 100
     regions): a fixed grid (28 = 7 x 4), so every region is scored once; 24 of the 49 regions.
 
-    Returns ``{"aopc": (B,), "curve": (B, regions + 1)}``.
+    Returns ``{"aopc": (B,), "curve": (B, regions + 1), "evaluated": (B,)}`` (regions already
+    equal to a constant baseline are skipped, as in ``deletion``).
     """
     check_inputs(x, attributions, targets)
     check_positive(patch=patch, regions=regions, chunk_size=chunk_size)
@@ -178,44 +197,81 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
                           order=order, noise=noise, chunk_size=chunk_size)
 
 
+def _perturbation(kind, size, xi, fi, key, i):
+    """Perturbation ``i`` of one example (H, W, C), drawn from fold_in(key, i): (the weights
+    (H, W) the attribution is summed with, the perturbed input (H, W, C))."""
+    h, w = xi.shape[:2]
+    k = jax.random.fold_in(key, i)
+    if kind == "subset":  # Bhatt: a random subset of `size` pixels set to the baseline
+        mask = (ranks_of(jax.random.permutation(k, h * w)) < size).reshape(h, w)
+        return mask.astype(xi.dtype), jnp.where(mask[..., None], fi, xi)
+    # Yeh: perturbation I, input x - I, explanation term I . attribution
+    if kind == "square":  # the pixels of a random size x size square removed (set to 0)
+        corner = jax.random.randint(k, (2,), 0, jnp.array([h - size + 1, w - size + 1]))
+        rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None]
+        inside = ((rows >= corner[0]) & (rows < corner[0] + size)
+                  & (cols >= corner[1]) & (cols < corner[1] + size))
+        noise = inside[..., None] * xi
+    else:  # "gaussian": I ~ N(0, size^2) per pixel
+        noise = jax.random.normal(k, xi.shape, xi.dtype) * size
+    return noise.sum(-1), xi - noise
+
+
 @functools.partial(jit, static_argnames=("score_fn", "kind", "samples", "size", "chunk_size"))
-def _sampled(score_fn, x, attributions, targets, keys, fill, *, kind, samples, size, chunk_size):
-    """Per example: (sum of the attribution over each perturbation, f(x) - f(x_perturbed))."""
-    score_fn = flat_batch(score_fn)
-    n, h, w = attributions.shape
-    per_example, per_pass = plan(n, samples + 1, chunk_size)
+def _drops(score_fn, x, targets, keys, fill, *, kind, samples, size, chunk_size):
+    """(B, samples): f(x) - f(perturbed x) of the target, (example, sample) pairs as flat batches."""
+    n = x.shape[0]
+    target_score = lambda z, t: jnp.take_along_axis(score_fn(z), t[:, None], 1)[:, 0]
+    f0 = chunked(lambda i: target_score(x[i], targets[i]), n, chunk_size)
 
-    def one(xi, ai, t, k, fi):
-        f0 = score_fn(xi[None])[0, t]
+    def drops(pair):
+        ex, i = pair // samples, pair % samples
+        _, inputs = jax.vmap(functools.partial(_perturbation, kind, size))(x[ex], fill[ex], keys[ex], i)
+        return f0[ex] - target_score(inputs, targets[ex])
+    return chunked(drops, n * samples, chunk_size).reshape(n, samples)
 
-        def pairs(idx):
-            ks = jax.vmap(lambda i: jax.random.fold_in(k, i))(idx)
-            if kind == "subset":  # Bhatt: a random subset of `size` pixels set to the baseline
-                masks = jax.vmap(lambda kk: ranks_of(jax.random.permutation(kk, h * w)) < size)(ks)
-                masks = masks.reshape(-1, h, w)
-                inputs = jnp.where(masks[..., None], fi, xi[None])
-                sums = (masks * ai).sum((1, 2))
-            else:  # Yeh: perturbation I, input x - I, explanation term I . attribution
-                if kind == "square":  # the pixels of a random size x size square removed (set to 0)
-                    corner = jax.vmap(lambda kk: jax.random.randint(
-                        kk, (2,), 0, jnp.array([h - size + 1, w - size + 1])))(ks)
-                    rows, cols = jnp.arange(h), jnp.arange(w)
-                    inside = lambda c: ((rows[:, None] >= c[0]) & (rows[:, None] < c[0] + size)
-                                        & (cols[None] >= c[1]) & (cols[None] < c[1] + size))
-                    noise = jax.vmap(inside)(corner)[..., None] * xi[None]
-                else:  # "gaussian": I ~ N(0, size^2) per pixel
-                    noise = jax.vmap(lambda kk: jax.random.normal(kk, xi.shape, xi.dtype))(ks) * size
-                inputs = xi[None] - noise
-                sums = (noise.sum(-1) * ai).sum((1, 2))
-            return jnp.stack([sums, f0 - score_fn(inputs)[:, t]], -1)
-        return chunked(pairs, samples, per_pass)
-    return over_examples(one, (x, attributions.astype(jnp.float32), targets, keys, fill), n,
+
+@functools.partial(jit, static_argnames=("kind", "samples", "size", "chunk_size"))
+def _sums(x, attributions, keys, fill, *, kind, samples, size, chunk_size):
+    """(B, samples): the attribution summed with each perturbation's weights (no model calls)."""
+    def one(xi, ai, k, fi):
+        weights, _ = jax.vmap(lambda i: _perturbation(kind, size, xi, fi, k, i))(jnp.arange(samples))
+        return (weights * ai).sum((1, 2))
+    per_example = plan(x.shape[0], samples, chunk_size)[0]
+    return over_examples(one, (x, attributions.astype(jnp.float32), keys, fill), x.shape[0],
                          per_example)
+
+
+def _check_drops(drops, b: int, samples: int, producer: str):
+    if np.shape(drops) != (b, samples):
+        raise ValueError(f"drops must have shape ({b}, {samples}) ({producer} with the same "
+                         f"settings), got {np.shape(drops)}")
+    if not bool(np.isfinite(np.asarray(drops)).all()):
+        raise ValueError("drops contains NaN or inf")
+    return jnp.asarray(drops, jnp.float32)
+
+
+def _check_subset(x, runs, subset, chunk_size):
+    check_positive(runs=runs, subset=subset, chunk_size=chunk_size)
+    if subset > np.prod(np.shape(x)[1:3]):
+        raise ValueError(f"subset must be <= the number of pixels, got {subset}")
+
+
+def faithfulness_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, runs: int = 32,
+                       subset: int = 224, baseline: float = 0.0,
+                       chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+    """The model side of ``faithfulness_correlation``: (B, runs) drops f(x) - f(x_S) of the target
+    score for its random subsets S. They do not depend on the map: compute them once to score many
+    maps of the same images (the leaderboard does) by passing ``drops=`` to the metric."""
+    check_inputs(x, None, targets)
+    _check_subset(x, runs, subset, chunk_size)
+    return _drops(score_fn, x, targets, example_keys(key, np.shape(x)[0]), _fill(baseline, x),
+                  kind="subset", samples=runs, size=subset, chunk_size=chunk_size)
 
 
 def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array,
                              runs: int = 32, subset: int = 224, baseline: float = 0.0,
-                             chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+                             chunk_size: int = DEFAULT_CHUNK, drops=None) -> jax.Array:
     """Faithfulness correlation (Bhatt et al. 2020, arXiv:2005.00631). Higher is better, in [-1, 1].
 
     ``runs`` times, a random subset of ``subset`` pixels is set to ``baseline``; the Pearson
@@ -223,21 +279,47 @@ def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key
     target score. Quantus's ``FaithfulnessCorrelation`` defaults: subset 224, black baseline,
     Pearson, the same here; ``runs`` is 32 instead of Quantus's 100 (the standard error of each
     image's correlation grows by ~1.8x; pass ``runs=100`` to match). The leaderboard passes the
-    target logit as the score. Returns (B,).
+    target logit as the score. ``drops``: ``faithfulness_drops`` of the same arguments, to skip
+    the model calls (the subsets depend only on ``key``). Returns (B,).
     """
     check_inputs(x, attributions, targets)
-    check_positive(runs=runs, subset=subset, chunk_size=chunk_size)
-    if subset > np.prod(np.shape(x)[1:3]):
-        raise ValueError(f"subset must be <= the number of pixels, got {subset}")
-    pairs = _sampled(score_fn, x, attributions, targets, example_keys(key, np.shape(x)[0]),
-                     _fill(baseline, x), kind="subset", samples=runs, size=subset,
-                     chunk_size=chunk_size)
-    return jax.vmap(lambda p: pearson(p[:, 0], p[:, 1]))(pairs)
+    _check_subset(x, runs, subset, chunk_size)
+    keys, fill = example_keys(key, np.shape(x)[0]), _fill(baseline, x)
+    if drops is None:
+        drops = _drops(score_fn, x, targets, keys, fill, kind="subset", samples=runs, size=subset,
+                       chunk_size=chunk_size)
+    drops = _check_drops(drops, np.shape(x)[0], runs, "faithfulness_drops")
+    sums = _sums(x, attributions, keys, fill, kind="subset", samples=runs, size=subset,
+                 chunk_size=chunk_size)
+    return jax.vmap(pearson)(sums, drops)
+
+
+def _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size):
+    check_positive(samples=samples, chunk_size=chunk_size)
+    if perturbation not in ("square", "gaussian"):
+        raise ValueError(f"unknown perturbation {perturbation!r}; choose 'square' or 'gaussian'")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    check_positive(patch=patch)
+    if patch > min(np.shape(x)[1:3]):
+        raise ValueError(f"patch must fit in the image, got {patch}")
+    return patch if perturbation == "square" else float(sigma)
+
+
+def infidelity_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, samples: int = 32,
+                     perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
+                     chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+    """The model side of ``infidelity``: (B, samples) drops f(x) - f(x - I) of the target score,
+    independent of the map (see ``faithfulness_drops``)."""
+    check_inputs(x, None, targets)
+    size = _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size)
+    return _drops(score_fn, x, targets, example_keys(key, np.shape(x)[0]), _fill(0.0, x),
+                  kind=perturbation, samples=samples, size=size, chunk_size=chunk_size)
 
 
 def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, samples: int = 32,
                perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
-               chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+               chunk_size: int = DEFAULT_CHUNK, drops=None) -> jax.Array:
     """Infidelity (Yeh et al. 2019, arXiv:1901.09392), scale-optimal and normalised. Lower is
     better, in [0, 1].
 
@@ -248,22 +330,18 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
     noisy baseline, I ~ N(0, sigma^2) per pixel). Yeh's definition is E[(s - d)^2]; the optimal
     scale b (their code applies it too) makes maps of different units comparable, and dividing by
     E[d^2] makes images comparable; Quantus reports the raw squared error. Exact (0) for a linear
-    score and its gradient map. The leaderboard passes the target logit. Returns (B,).
+    score and its gradient map. The leaderboard passes the target logit. ``drops``:
+    ``infidelity_drops`` of the same arguments, to skip the model calls. Returns (B,).
     """
     check_inputs(x, attributions, targets)
-    check_positive(samples=samples, chunk_size=chunk_size)
-    if perturbation not in ("square", "gaussian"):
-        raise ValueError(f"unknown perturbation {perturbation!r}; choose 'square' or 'gaussian'")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    check_positive(patch=patch)
-    if patch > min(np.shape(x)[1:3]):
-        raise ValueError(f"patch must fit in the image, got {patch}")
-    size = patch if perturbation == "square" else float(sigma)
-    pairs = _sampled(score_fn, x, attributions, targets, example_keys(key, np.shape(x)[0]),
-                     _fill(0.0, x), kind=perturbation, samples=samples, size=size,
-                     chunk_size=chunk_size)
-    s, d = pairs[..., 0], pairs[..., 1]
+    size = _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size)
+    keys, fill = example_keys(key, np.shape(x)[0]), _fill(0.0, x)
+    if drops is None:
+        drops = _drops(score_fn, x, targets, keys, fill, kind=perturbation, samples=samples,
+                       size=size, chunk_size=chunk_size)
+    d = _check_drops(drops, np.shape(x)[0], samples, "infidelity_drops")
+    s = _sums(x, attributions, keys, fill, kind=perturbation, samples=samples, size=size,
+              chunk_size=chunk_size)
     sd, ss, dd = (s * d).mean(-1), (s * s).mean(-1), (d * d).mean(-1)
     explained = jnp.where(ss * dd > 0, sd * sd / jnp.where(ss * dd > 0, ss * dd, 1.0), 0.0)
     return jnp.where(dd > 0, jnp.clip(1.0 - explained, 0.0, 1.0), 0.0)
