@@ -60,6 +60,10 @@ def main():
         est = ts + (args.target_images - args.small) * per_image + explain
         total += est
         print(f"{name:22s} {ts:14.1f} {tl:14.1f} {per_image:8.3f} {explain:9.1f} {est:12.1f}")
+    ss, sl = (results[n]["shared_seconds"] for n in (args.small, args.large))
+    shared = ss + (args.target_images - args.small) * max(0.0, (sl - ss) / (args.large - args.small))
+    total += shared
+    print(f"{'shared model calls':22s} {ss:14.1f} {sl:14.1f} {'':8s} {'':9s} {shared:12.1f}")
     print(f"estimated full leaderboard on {args.target_images} images: {total / 60:.1f} min "
           f"(target 15 min); peak RSS {peak_rss_mb():.0f} MB")
     print(json.dumps({"estimate_minutes": round(total / 60, 2)}))

@@ -12,7 +12,8 @@ The second form first runs ``mnistxai.explain`` into ``DIR/explanations``. Write
 
 A random-attribution and a Sobel-edge baseline are scored alongside the methods. Every method sees
 the same per-image random keys (the same random subsets, noise and tie-breaks), so differences
-between methods are not sampling noise of the metric. Images are processed ``batch_size`` at a
+between methods are not sampling noise of the metric; the model calls of faithfulness correlation
+and infidelity, which do not depend on the map, are therefore made once and shared by all rows. Images are processed ``batch_size`` at a
 time; the metrics that re-explain (max-sensitivity, randomization) use the first
 ``robustness_images`` of them, because they cost (samples or layers) x one explanation each.
 """
@@ -143,33 +144,53 @@ def score_fns(classifier):
     return (lambda x: jax.nn.softmax(logits(x))), logits
 
 
-def batch_metrics(config: EvalConfig, probs, logits, x, a, t, keys) -> dict:
-    """The model-calling metrics that need no re-explaining, per example, for one batch."""
+def stream(keys: jax.Array, i: int) -> jax.Array:
+    """The per-image keys of metric number ``i``: one independent stream per metric."""
+    return jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
+
+
+def shared_drops(config: EvalConfig, logits, x, t, keys) -> dict:
+    """The model calls of faithfulness correlation and infidelity for one batch: they depend on
+    the images, targets and keys only, so every method (and baseline) reuses them."""
+    c = config
+    return {"faithfulness": M.faithfulness_drops(logits, x, t, key=stream(keys, 3),
+                                                 runs=c.faithfulness_runs, subset=c.subset,
+                                                 chunk_size=c.chunk_size),
+            "infidelity": M.infidelity_drops(logits, x, t, key=stream(keys, 4),
+                                             samples=c.infidelity_samples, patch=c.patch,
+                                             chunk_size=c.chunk_size)}
+
+
+def batch_metrics(config: EvalConfig, probs, logits, x, a, t, keys, drops=None) -> dict:
+    """The model-calling metrics that need no re-explaining, per example, for one batch
+    (``drops``: ``shared_drops`` of these images and targets, computed here when None)."""
     c = config
     kw = {"chunk_size": c.chunk_size}
-    sub = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)  # one stream per metric
-    dele = M.deletion(probs, x, a, t, steps=c.steps, key=sub(0), **kw)
-    ins = M.insertion(probs, x, a, t, steps=c.steps, key=sub(1), **kw)
-    region = dict(patch=c.patch, regions=c.regions, key=sub(2), **kw)
+    if drops is None:
+        drops = shared_drops(config, logits, x, t, keys)
+    dele = M.deletion(probs, x, a, t, steps=c.steps, key=stream(keys, 0), **kw)
+    ins = M.insertion(probs, x, a, t, steps=c.steps, key=stream(keys, 1), **kw)
+    region = dict(patch=c.patch, regions=c.regions, key=stream(keys, 2), **kw)
     return {
         "deletion_auc": dele["auc"], "deletion_curve": dele["curve"],
         "insertion_auc": ins["auc"], "insertion_curve": ins["curve"],
         "morf_aopc": M.region_perturbation(probs, x, a, t, order="morf", **region)["aopc"],
         "lerf_aopc": M.region_perturbation(probs, x, a, t, order="lerf", **region)["aopc"],
         "faithfulness_corr": M.faithfulness_correlation(
-            logits, x, a, t, key=sub(3), runs=c.faithfulness_runs, subset=c.subset, **kw),
-        "infidelity": M.infidelity(logits, x, a, t, key=sub(4), samples=c.infidelity_samples,
-                                   patch=c.patch, **kw),
+            logits, x, a, t, key=stream(keys, 3), runs=c.faithfulness_runs, subset=c.subset,
+            drops=drops["faithfulness"], **kw),
+        "infidelity": M.infidelity(logits, x, a, t, key=stream(keys, 4),
+                                   samples=c.infidelity_samples, patch=c.patch,
+                                   drops=drops["infidelity"], **kw),
         "sparseness": M.sparseness(a), "complexity": M.complexity(a),
     }
 
 
 def robustness_metrics(config: EvalConfig, explain_fn, classifier, cascade, x, a, t, keys) -> dict:
-    sub = lambda i: jax.vmap(lambda k: jax.random.fold_in(k, i))(keys)
     out = {"max_sensitivity": M.max_sensitivity(
-        explain_fn, classifier, x, a, t, key=sub(5), samples=config.sensitivity_samples,
+        explain_fn, classifier, x, a, t, key=stream(keys, 5), samples=config.sensitivity_samples,
         radius=config.sensitivity_radius)}
-    sims = M.model_parameter_randomization(explain_fn, classifier, cascade, x, t, key=sub(6))
+    sims = M.model_parameter_randomization(explain_fn, classifier, cascade, x, t, key=stream(keys, 6))
     for stage, s in sims.items():
         out[f"cascade_spearman_{stage}"] = s["spearman"]
         out[f"cascade_ssim_{stage}"] = s["ssim"]
@@ -178,19 +199,35 @@ def robustness_metrics(config: EvalConfig, explain_fn, classifier, cascade, x, a
     return out
 
 
+def all_shared_drops(config: EvalConfig, images: np.ndarray, targets: np.ndarray, fns) -> list:
+    """``shared_drops`` of every batch of ``images``, with the targets they were computed for."""
+    out, b = [], config.batch_size
+    for s in range(0, len(images), b):
+        e = min(len(images), s + b)
+        x = jnp.asarray(data.to_model_input(images[s:e]))
+        out.append((targets[s:e], shared_drops(config, fns[1], x, jnp.asarray(targets[s:e]),
+                                               image_keys(config.seed, s, e))))
+    return out
+
+
 def evaluate_method(name: str, maps: Optional[np.ndarray], targets: np.ndarray, images: np.ndarray,
-                    explain_fn, classifier, cascade, config: EvalConfig, fns) -> dict:
-    """Per-example values of every metric for one method (``maps`` None: a baseline's own maps)."""
+                    explain_fn, classifier, cascade, config: EvalConfig, fns,
+                    drops: Optional[list] = None) -> dict:
+    """Per-example values of every metric for one method (``maps`` None: a baseline's own maps).
+    ``drops``: ``all_shared_drops`` of these images, used for the batches whose targets match."""
     n, b = len(images), config.batch_size
     parts: dict = {}
-    for s in range(0, n, b):
+    for i, s in enumerate(range(0, n, b)):
         e = min(n, s + b)
         x = jnp.asarray(data.to_model_input(images[s:e]))
         keys = image_keys(config.seed, s, e)
         t = jnp.asarray(targets[s:e])
-        a = (M.baseline_maps(name, x, jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys))
+        a = (M.baseline_maps(name, x, stream(keys, 7))
              if maps is None else jnp.asarray(maps[s:e]))
-        values = batch_metrics(config, *fns, x, a, t, keys)
+        shared = None
+        if drops is not None and np.array_equal(drops[i][0], targets[s:e]):
+            shared = drops[i][1]
+        values = batch_metrics(config, *fns, x, a, t, keys, shared)
         r = min(e, robustness_images(config, name))
         if r > s:
             values.update(robustness_metrics(config, explain_fn, classifier, cascade, x[:r - s],
@@ -273,6 +310,10 @@ def write_leaderboard(out: Path, results: dict) -> None:
                      + f" | {robust_n} | {expl} | {r['evaluate_seconds']:.1f} |")
     lines += ["", "Metrics: " + "; ".join(f"**{m}**: {d} ({b} is better)"
                                           for m, (b, d) in METRICS.items()) + "."]
+    if "shared_seconds" in results:
+        lines += ["", f"Model calls shared by every row (the perturbed images of faithfulness "
+                  f"correlation and infidelity): {results['shared_seconds']:.1f} s, not in "
+                  f"'evaluate s'."]
     for name, c in results["completeness"].items():
         lines += ["", f"IG completeness ({name}, {c['images']} images): mean |δ| "
                   f"{c['mean_abs_delta']:.4g}, median |δ| {c['median_abs_delta']:.4g}, 95th "
@@ -334,6 +375,10 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
                "config": dataclasses.asdict(config), "cascade": [s for s, _ in cascade],
                "methods": {}, "completeness": {}}
     per_example = {}
+    t0 = time.perf_counter()
+    first_targets = load_method(run_dir, methods[0])["targets"][:n]
+    drops = all_shared_drops(config, images, first_targets, fns)
+    results["shared_seconds"] = round(time.perf_counter() - t0, 2)
     entries = methods + list(config.baselines)
     for name in tqdm(entries, desc="evaluate", unit="method", disable=not progress):
         t0 = time.perf_counter()
@@ -350,9 +395,9 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
                 results["completeness"][name] = c
         else:
             maps, explain_fn, explain_s = None, M.baseline_explain_fn(name), None
-            targets = load_method(run_dir, methods[0])["targets"][:n]
+            targets = first_targets
         values = evaluate_method(name, maps, targets, images, explain_fn, classifier, cascade,
-                                 config, fns)
+                                 config, fns, drops)
         row = {"images": n, "explain_seconds": None if explain_s is None else round(explain_s, 2),
                "evaluate_seconds": round(time.perf_counter() - t0, 2), "metrics": {},
                "deletion_curve": values["deletion_curve"].mean(0).tolist(),

@@ -10,7 +10,8 @@ import pytest
 
 from mnistxai import data
 from mnistxai.classifier import Classifier
-from mnistxai.evaluate import METRICS, EvalConfig, completeness, evaluate_run
+from mnistxai.evaluate import (METRICS, EvalConfig, all_shared_drops, completeness, evaluate_method,
+                               evaluate_run, score_fns)
 from mnistxai.explain import ExplainConfig, explain_run, load_method
 from mnistxai.models import CNN, init_cnn
 
@@ -130,3 +131,20 @@ def test_leaderboard_end_to_end_and_chunking(tmp_path, small, test_images):
     rows = (tmp_path / "lb" / "leaderboard.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("method,images,explain_seconds")
     assert "± " in (tmp_path / "lb" / "leaderboard.md").read_text()
+
+
+def test_shared_drops_are_used_only_for_the_targets_they_were_made_for(small, test_images):
+    images = test_images[0][:6]
+    config = EvalConfig(limit=6, batch_size=3, robustness_images=0, steps=2, regions=2,
+                        faithfulness_runs=5, subset=60, infidelity_samples=4)
+    fns = score_fns(small)
+    targets = np.array([1, 2, 3, 4, 5, 6], np.int32)
+    maps = np.random.default_rng(0).random((6, 28, 28)).astype(np.float32)
+    right = all_shared_drops(config, images, targets, fns)
+    wrong = all_shared_drops(config, images, (targets + 1) % 10, fns)
+    assert not np.allclose(wrong[0][1]["faithfulness"], right[0][1]["faithfulness"])
+    plain = evaluate_method("m", maps, targets, images, None, small, [], config, fns)
+    for drops in (right, wrong):  # shared drops for the right targets, a fallback for the others
+        got = evaluate_method("m", maps, targets, images, None, small, [], config, fns, drops)
+        for metric in ("faithfulness_corr", "infidelity", "deletion_auc"):
+            np.testing.assert_allclose(got[metric], plain[metric], rtol=1e-5, atol=1e-6)
