@@ -21,9 +21,13 @@ float32. ``--dtype float32`` stores exactly what the method returned.
 Resume: every batch is written atomically (a temporary file, then ``os.replace``) the moment it
 is done, so an interrupted run redoes at most one batch per method; batches are fixed by
 ``--batch-size`` and each batch's random key is ``fold_in(fold_in(key(seed), crc32(method)),
-first index)``, so a resumed run produces the same numbers as an uninterrupted one. Memory: one
-batch of explanations at a time (the method's own ``chunk_size`` bounds its inner loops); the
-finished maps of a method are held compactly until merged (N x 784 x 2 bytes).
+first index)``, so a resumed run produces the same numbers as an uninterrupted one.
+SmoothGrad, SmoothGrad-Squared and VarGrad use smoothgrad's key: with equal options they are
+computed together from one set of noisy gradients, each ``<method>.json`` then holding an equal
+share of the time and naming the others in ``shared_with``.
+
+Memory: one batch of explanations at a time (the method's own ``chunk_size`` bounds its inner
+loops); the finished maps of a method are held compactly until merged (N x 784 x 2 bytes).
 """
 
 from __future__ import annotations
@@ -138,9 +142,30 @@ def method_options(config: ExplainConfig, name: str, classifier) -> dict:
 
 
 def method_key(seed: int, name: str, start: int) -> jax.Array:
-    """The key of the batch of ``name`` that starts at image ``start``."""
+    """The key of the batch of ``name`` that starts at image ``start``. The SmoothGrad family
+    shares smoothgrad's key, so its members can share their noisy gradients (``noise_groups``)."""
+    from mnistxai.xai.gradients import NOISE_KINDS
+
+    name = NOISE_KINDS[0] if name in NOISE_KINDS else name
     base = jax.random.fold_in(jax.random.key(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
     return jax.random.fold_in(base, start)
+
+
+def noise_groups(config: ExplainConfig, classifier) -> dict[str, tuple[str, ...]]:
+    """{member: the other members} for the SmoothGrad-family methods of ``config`` whose options
+    agree (``signed`` aside, which only smoothgrad reads): the first to run computes all of them
+    from one set of noisy gradients (``mnistxai.xai.explain_noise_tunnel``)."""
+    from mnistxai.xai import METHODS
+    from mnistxai.xai.gradients import NOISE_KINDS
+
+    groups: dict[tuple, list[str]] = {}
+    for name in config.methods:
+        if name in NOISE_KINDS:
+            opts = METHODS[name].parse(name, method_options(config, name, classifier),
+                                       config.batch_size, classifier)
+            opts.pop("signed", None)
+            groups.setdefault(tuple(sorted(opts.items())), []).append(name)
+    return {m: tuple(o for o in g if o != m) for g in groups.values() if len(g) > 1 for m in g}
 
 
 def peak_rss_mb() -> float:
@@ -182,26 +207,31 @@ def predict(classifier, images_u8: np.ndarray, batch_size: int) -> tuple[np.ndar
     return np.concatenate(preds), np.concatenate(probs)
 
 
-def explain_batch(name, classifier, images_u8, labels, start, config, options,
+def explain_batch(names, classifier, images_u8, labels, start, config, options,
                   predictions, probs) -> dict:
-    """The stored arrays of one batch (its images start at index ``start`` of the split;
+    """{name: the stored arrays of one batch} for ``names``: one method, or SmoothGrad-family
+    methods computed together (their images start at index ``start`` of the split;
     ``predictions``, ``probs``: the model's, for these images)."""
-    from mnistxai.xai import explain
+    from mnistxai.xai import explain, explain_noise_tunnel
 
     n = len(images_u8)
     x = data.to_model_input(_pad(images_u8, config.batch_size))
     targets = _pad(labels, config.batch_size) if config.targets == "label" else None
-    result = explain(name, classifier, x, targets, key=method_key(config.seed, name, start),
-                     **options)
-    maps = np.asarray(result.attributions, np.float32)[:n]
-    t = np.asarray(result.targets)[:n]
-    out = {"attributions": _store(maps, config.dtype), "targets": t,
-           "predictions": predictions, "labels": labels.astype(np.int32),
-           "indices": np.arange(start, start + n, dtype=np.int32),
-           "target_probability": probs[np.arange(n), t].astype(np.float32),
-           "attribution_sum": maps.sum((1, 2))}
-    for k, v in result.extras.items():
-        out[f"extra_{k}"] = np.asarray(v)[:n]
+    key = method_key(config.seed, names[0], start)
+    results = ({names[0]: explain(names[0], classifier, x, targets, key=key, **options)}
+               if len(names) == 1 else
+               explain_noise_tunnel(names, classifier, x, targets, key=key, **options))
+    out = {}
+    for name, result in results.items():
+        maps = np.asarray(result.attributions, np.float32)[:n]
+        t = np.asarray(result.targets)[:n]
+        out[name] = {"attributions": _store(maps, config.dtype), "targets": t,
+                     "predictions": predictions, "labels": labels.astype(np.int32),
+                     "indices": np.arange(start, start + n, dtype=np.int32),
+                     "target_probability": probs[np.arange(n), t].astype(np.float32),
+                     "attribution_sum": maps.sum((1, 2))}
+        for k, v in result.extras.items():
+            out[name][f"extra_{k}"] = np.asarray(v)[:n]
     return out
 
 
@@ -216,14 +246,19 @@ def _merge(parts: list[Path]) -> dict:
 
 def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
                config: ExplainConfig, out: Path, progress: bool = True,
-               budget: Optional[list] = None, predicted=None) -> Optional[dict]:
+               budget: Optional[list] = None, predicted=None,
+               companions: tuple = ()) -> Optional[dict]:
     """Explain ``images`` with ``name`` into ``out/<name>.npz``; returns its timing, or None when
     ``budget`` ([batches left], shared by the methods of a call) ran out first. ``predicted``:
-    ``predict``'s output for ``images`` (computed here when not given)."""
+    ``predict``'s output for ``images`` (computed here when not given). ``companions``: methods
+    of ``noise_groups`` whose batches are computed along with these (into their parts/ folders)."""
     final = out / f"{name}.npz"
     if final.exists():
         return json.loads((out / f"{name}.json").read_text())
     options = method_options(config, name, classifier)
+    group = (name,) + tuple(c for c in companions if not (out / f"{c}.npz").exists())
+    if "smoothgrad" in group[1:]:  # the one option a companion may hold differently
+        options["signed"] = method_options(config, "smoothgrad", classifier).get("signed", False)
     part_dir = out / "parts" / name
     part_dir.mkdir(parents=True, exist_ok=True)
     n, b = len(images), config.batch_size
@@ -243,11 +278,16 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
                 return None
             budget[0] -= 1
         t0 = time.perf_counter()
-        arrays = explain_batch(name, classifier, images[s:s + b], labels[s:s + b], s, config,
-                               options, preds[s:s + b], probs[s:s + b])
-        save_npz_atomic(path, **arrays, seconds=time.perf_counter() - t0, warm=warm)
+        batch = explain_batch(group, classifier, images[s:s + b], labels[s:s + b], s, config,
+                              options, preds[s:s + b], probs[s:s + b])
+        seconds = (time.perf_counter() - t0) / len(group)  # companions: an equal share each
+        for member, arrays in batch.items():
+            member_path = out / "parts" / member / path.name
+            if member == name or not member_path.exists():
+                member_path.parent.mkdir(parents=True, exist_ok=True)
+                save_npz_atomic(member_path, **arrays, seconds=seconds, warm=warm)
         warm = True
-        bar.update(len(arrays["targets"]))
+        bar.update(len(batch[name]["targets"]))
     bar.close()
     merged, timing = _merge([part_dir / f"{s:07d}.npz" for s in starts])
     # steady throughput: batches after the first of a session (which includes compiling), each
@@ -262,6 +302,7 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
               "compile_seconds": None if rate is None else round(max(0.0, cold - cold_batches * b / rate), 3),
               "peak_rss_mb": round(peak_rss_mb(), 1), "dtype": str(merged["attributions"].dtype),
               "batch_size": b, "device": str(jax.devices()[0]),
+              "shared_with": list(companions),
               "options": {k: v for k, v in options.items() if not isinstance(v, np.ndarray)}}
     save_npz_atomic(final, **merged)
     write_json_atomic(out / f"{name}.json", timing)
@@ -315,9 +356,10 @@ def explain_run(config: ExplainConfig, out, classifier=None, images=None, labels
     budget = None if max_batches is None else [max_batches]
     todo = [m for m in config.methods if not (out / f"{m}.npz").exists()]
     predicted = predict(classifier, images, config.batch_size) if todo else None  # once for all
+    groups = noise_groups(config, classifier)
     for name in config.methods:
         timing = run_method(name, classifier, images, labels, config, out, progress, budget,
-                            predicted)
+                            predicted, groups.get(name, ()))
         if timing is None:
             break
         timings[name] = timing

@@ -62,6 +62,26 @@ def test_resume_gives_the_same_files(tmp_path, small, test_images):
     assert json.loads((whole / "run.json").read_text()) == json.loads((pieces / "run.json").read_text())
 
 
+def test_smoothgrad_family_is_computed_once_and_equals_separate_runs(tmp_path, small, test_images):
+    images, labels = test_images
+    family = ("smoothgrad", "vargrad", "smoothgrad_sq")
+    opts = {m: {"samples": 3} for m in family}
+    together = explain_run(_config(methods=("saliency",) + family, options=opts), tmp_path / "t",
+                           small, images, labels, progress=False)
+    assert together["vargrad"]["shared_with"] == ["smoothgrad", "smoothgrad_sq"]
+    assert together["saliency"]["shared_with"] == []
+    for m in family:  # each alone in its own run: the same maps
+        explain_run(_config(methods=(m,), options={m: opts[m]}), tmp_path / m, small, images,
+                    labels, progress=False)
+        np.testing.assert_allclose(_arrays(tmp_path / "t", m)["attributions"],
+                                   _arrays(tmp_path / m, m)["attributions"], rtol=1e-3, atol=1e-6,
+                                   err_msg=m)
+    # different options: no sharing, and nothing is mixed up
+    apart = explain_run(_config(methods=family, options={**opts, "vargrad": {"samples": 2}}),
+                        tmp_path / "apart", small, images, labels, progress=False)
+    assert apart["vargrad"]["shared_with"] == [] and apart["smoothgrad"]["shared_with"] == ["smoothgrad_sq"]
+
+
 def test_file_format_and_batch_size_does_not_change_numbers(tmp_path, small, test_images):
     images, labels = test_images
     cfg = dict(methods=("integrated_gradients",), dtype="float32",

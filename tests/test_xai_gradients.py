@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mnistxai import xai
 from mnistxai.xai import gradients
@@ -75,6 +76,25 @@ def test_smoothgrad_does_not_depend_on_chunking_but_on_key():
     a = run(k, 256)
     np.testing.assert_allclose(run(k, 6), a, rtol=1e-5)      # 3 per pass: scan of 2 + rest 1
     assert not np.allclose(run(jax.random.key(4), 256), a)
+
+
+def test_noise_tunnel_equals_each_method_with_the_same_key(random_classifier):
+    x = np.asarray(tiny_images(3, size=28))
+    key = jax.random.key(5)
+    together = xai.explain_noise_tunnel(("vargrad", "smoothgrad", "smoothgrad_sq"), random_classifier,
+                                        x, key=key, samples=4, signed=True)
+    assert list(together) == ["vargrad", "smoothgrad", "smoothgrad_sq"]
+    for kind, result in together.items():
+        alone = xai.explain(kind, random_classifier, x, key=key, samples=4,
+                            **({"signed": True} if kind == "smoothgrad" else {}))
+        np.testing.assert_allclose(result.attributions, alone.attributions, rtol=1e-5, atol=1e-7,
+                                   err_msg=kind)
+        np.testing.assert_array_equal(result.targets, alone.targets)
+    assert np.asarray(together["smoothgrad"].attributions).min() < 0  # signed reached smoothgrad
+    with pytest.raises(ValueError, match="kinds must be"):
+        xai.explain_noise_tunnel(("smoothgrad", "saliency"), random_classifier, x, key=key)
+    with pytest.raises(ValueError, match="stochastic"):
+        xai.explain_noise_tunnel(("vargrad",), random_classifier, x)
 
 
 def test_guided_relu_passes_only_positive_gradients_at_positive_inputs():

@@ -224,6 +224,33 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
                method=method, static=static)
 
 
+@functools.partial(jit, static_argnames=("kinds", "static"))
+def _run_noise_tunnel(classifier, x, targets, key, *, kinds, static):
+    return gradients.noise_tunnel(fast_logits(classifier), x, targets, key=key, kinds=kinds,
+                                  **dict(static))
+
+
+def explain_noise_tunnel(kinds, classifier: Classifier, images, targets=None, *, key=None,
+                         **options) -> dict[str, Explanation]:
+    """Several of smoothgrad, smoothgrad_sq and vargrad (``kinds``) from one set of noisy gradients:
+    {kind: Explanation}, each equal to ``explain(kind, ..., key=key, **options)`` at the cost of
+    one (``gradients.noise_tunnel``). Options as smoothgrad's (``signed`` affects smoothgrad only)."""
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in gradients.NOISE_KINDS]
+    if bad or not kinds or len(set(kinds)) != len(kinds):
+        raise ValueError(f"kinds must be distinct names among {', '.join(gradients.NOISE_KINDS)}, "
+                         f"got {kinds!r}")
+    if not isinstance(classifier, Classifier):
+        raise ValueError(f"classifier must be a mnistxai Classifier, got {type(classifier).__name__}")
+    x = as_images(images)
+    t = as_targets(targets, x.shape[0], classifier.model.num_classes)
+    opts = METHODS["smoothgrad"].parse("smoothgrad", options, x.shape[0], classifier)
+    key = as_key(key, kinds[0], True)
+    out = _run_noise_tunnel(classifier, jnp.asarray(x), None if t is None else jnp.asarray(t), key,
+                            kinds=kinds, static=tuple(sorted(opts.items())))
+    return {kind: out[kind] for kind in kinds}  # jit returns dicts in sorted key order
+
+
 def parse_methods(text: str | None) -> tuple[str, ...]:
     """``"a,b"`` -> ``("a", "b")`` checked against ``METHODS``; None or ``"all"`` -> every method."""
     if text is None or text == "all":

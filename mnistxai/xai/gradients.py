@@ -53,23 +53,37 @@ def _noisy_moments(logits_fn, key, xi, t, samples, noise, per_pass):
     return sample_sum(chunk, samples, per_pass)
 
 
+NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+
+
+def noise_tunnel(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None, *,
+                 key: jax.Array, kinds: tuple[str, ...] = NOISE_KINDS, samples: int = 50,
+                 noise: float = 0.15, signed: bool = False,
+                 chunk_size: int = DEFAULT_CHUNK) -> dict[str, Explanation]:
+    """SmoothGrad, SmoothGrad-Squared and VarGrad (those in ``kinds``) from one set of noisy
+    gradients, as Captum's ``NoiseTunnel`` types: {kind: Explanation}. Each map equals its own
+    method's for the same key and options, at the cost of one of them."""
+    per_pass = plan(x.shape[0], chunk_size)[1]
+
+    def one(xi, t, k):
+        t = predict_one(logits_fn, xi, t)
+        s1, s2 = _noisy_moments(logits_fn, k, xi, t, samples, noise, per_pass)
+        mean, mean_sq = s1 / samples, s2 / samples
+        maps = {"smoothgrad": lambda: reduce_channels(mean, signed),
+                "smoothgrad_sq": lambda: mean_sq.sum(-1),
+                # E[g^2] - E[g]^2 can round a hair below 0
+                "vargrad": lambda: jnp.maximum(mean_sq - mean * mean, 0.0).sum(-1)}
+        return tuple(maps[kind]() for kind in kinds), t, {}
+    out = over_examples(one, x, targets, key, chunk_size=chunk_size)
+    return {kind: Explanation(out.attributions[i], out.targets, {}) for i, kind in enumerate(kinds)}
+
+
 def _smooth(kind: str):
     def method(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None, *,
                key: jax.Array, samples: int = 50, noise: float = 0.15, signed: bool = False,
                chunk_size: int = DEFAULT_CHUNK) -> Explanation:
-        per_pass = plan(x.shape[0], chunk_size)[1]
-
-        def one(xi, t, k):
-            t = predict_one(logits_fn, xi, t)
-            s1, s2 = _noisy_moments(logits_fn, k, xi, t, samples, noise, per_pass)
-            mean, mean_sq = s1 / samples, s2 / samples
-            if kind == "smoothgrad":
-                return reduce_channels(mean, signed), t, {}
-            if kind == "smoothgrad_sq":
-                return mean_sq.sum(-1), t, {}
-            # E[g^2] - E[g]^2 can round a hair below 0
-            return jnp.maximum(mean_sq - mean * mean, 0.0).sum(-1), t, {}
-        return over_examples(one, x, targets, key, chunk_size=chunk_size)
+        return noise_tunnel(logits_fn, x, targets, key=key, kinds=(kind,), samples=samples,
+                            noise=noise, signed=signed, chunk_size=chunk_size)[kind]
     return method
 
 
