@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mnistxai.xai import metrics as M
+from mnistxai.xai.metrics import faithfulness
 
 H = W = 8  # the metrics are shape-generic; small images keep the exact cases cheap
 
@@ -156,10 +157,16 @@ def test_shared_drops_give_the_same_metrics_for_every_map():
         np.testing.assert_allclose(M.infidelity(score, x, a, t, key=keys, samples=7, drops=idrops),
                                    M.infidelity(score, x, a, t, key=keys, samples=7), rtol=1e-5, atol=1e-6)
     # the drops are f(x) - f(x with the subset blacked out): check one against its definition
-    perm = jax.random.permutation(jax.random.fold_in(keys[2], 3), 784)
-    subset = (jnp.zeros(784, bool).at[perm[:60]].set(True)).reshape(28, 28, 1)
+    pixels = np.asarray(faithfulness._subset(keys[2], 3, 784, 60))
+    assert len(set(pixels.tolist())) == 60
+    subset = (jnp.zeros(784, bool).at[pixels].set(True)).reshape(28, 28, 1)
     expected = score(x[2:3])[0, 5] - score(jnp.where(subset, 0.0, x[2:3]))[0, 5]
     np.testing.assert_allclose(fd[2, 3], expected, rtol=1e-5, atol=1e-6)
+    # and the subsets are uniform: each of 20 pixels in half of 4,000 subsets of 10
+    hits = np.zeros(20)
+    for i in np.asarray(jax.vmap(lambda i: faithfulness._subset(keys[0], i, 20, 10))(jnp.arange(4000))):
+        hits[i] += 1
+    assert np.all(np.abs(hits / 4000 - 0.5) < 4 * np.sqrt(0.25 / 4000))
     with pytest.raises(ValueError, match="drops must have shape"):
         M.infidelity(score, x, a, t, key=keys, samples=6, drops=idrops)
     with pytest.raises(ValueError, match="drops contains NaN"):

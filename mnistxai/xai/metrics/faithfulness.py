@@ -197,13 +197,20 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
                           order=order, noise=noise, chunk_size=chunk_size)
 
 
+def _subset(key, i, pixels: int, size: int) -> jax.Array:
+    """The flat indices (size,) of subset ``i``: uniformly random, drawn from fold_in(key, i).
+    (The ``size`` largest of ``pixels`` uniform floats: a top-k, ~3x cheaper than a permutation
+    on XLA:CPU; a tie at the cut, ~1e-4 per subset, goes to the lower index.)"""
+    return jax.lax.top_k(jax.random.uniform(jax.random.fold_in(key, i), (pixels,)), size)[1]
+
+
 def _perturbation(kind, size, xi, fi, key, i):
     """Perturbation ``i`` of one example (H, W, C), drawn from fold_in(key, i): (the weights
     (H, W) the attribution is summed with, the perturbed input (H, W, C))."""
     h, w = xi.shape[:2]
     k = jax.random.fold_in(key, i)
     if kind == "subset":  # Bhatt: a random subset of `size` pixels set to the baseline
-        mask = (ranks_of(jax.random.permutation(k, h * w)) < size).reshape(h, w)
+        mask = jnp.zeros(h * w, bool).at[_subset(key, i, h * w, size)].set(True).reshape(h, w)
         return mask.astype(xi.dtype), jnp.where(mask[..., None], fi, xi)
     # Yeh: perturbation I, input x - I, explanation term I . attribution
     if kind == "square":  # the pixels of a random size x size square removed (set to 0)
@@ -235,6 +242,9 @@ def _drops(score_fn, x, targets, keys, fill, *, kind, samples, size, chunk_size)
 def _sums(x, attributions, keys, fill, *, kind, samples, size, chunk_size):
     """(B, samples): the attribution summed with each perturbation's weights (no model calls)."""
     def one(xi, ai, k, fi):
+        if kind == "subset":  # a gather of the subset's pixels: no (samples, H, W) masks
+            idx = jax.vmap(lambda i: _subset(k, i, ai.size, size))(jnp.arange(samples))
+            return ai.ravel()[idx].sum(-1)
         weights, _ = jax.vmap(lambda i: _perturbation(kind, size, xi, fi, k, i))(jnp.arange(samples))
         return (weights * ai).sum((1, 2))
     per_example = plan(x.shape[0], samples, chunk_size)[0]
