@@ -13,9 +13,10 @@ The second form first runs ``mnistxai.explain`` into ``DIR/explanations``. Write
 A random-attribution and a Sobel-edge baseline are scored alongside the methods. Every method sees
 the same per-image random keys (the same random subsets, noise and tie-breaks), so differences
 between methods are not sampling noise of the metric; the model calls of faithfulness correlation
-and infidelity, which do not depend on the map, are therefore made once and shared by all rows. Images are processed ``batch_size`` at a
-time; the metrics that re-explain (max-sensitivity, randomization) use the first
-``robustness_images`` of them, because they cost (samples or layers) x one explanation each.
+and infidelity, which do not depend on the map, are therefore made once and shared by all rows.
+Images are processed ``batch_size`` at a time; the metrics that re-explain (max-sensitivity,
+randomization) use the first ``robustness_images`` of them, because they cost (samples or layers)
+x one explanation each.
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def robustness_metrics(config: EvalConfig, explain_fn, classifier, cascade, x, a
     out = {"max_sensitivity": M.max_sensitivity(
         explain_fn, classifier, x, a, t, key=stream(keys, 5), samples=config.sensitivity_samples,
         radius=config.sensitivity_radius)}
-    sims = M.model_parameter_randomization(explain_fn, classifier, cascade, x, t, key=stream(keys, 6))
+    sims = M.model_parameter_randomization(explain_fn, classifier, cascade, x, t,
+                                           key=stream(keys, 6))
     for stage, s in sims.items():
         out[f"cascade_spearman_{stage}"] = s["spearman"]
         out[f"cascade_ssim_{stage}"] = s["ssim"]

@@ -160,7 +160,8 @@ def chunked_map(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
-def over_active(fn: Callable[[jax.Array], jax.Array], active: jax.Array, per_pass: int) -> jax.Array:
+def over_active(fn: Callable[[jax.Array], jax.Array], active: jax.Array,
+                per_pass: int) -> jax.Array:
     """``fn(idx)`` -> (k,) values at the flat indices ``idx`` where the bool (P,) ``active`` holds;
     returns (P,) float32 with those values and 0 elsewhere.
 

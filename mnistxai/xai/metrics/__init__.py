@@ -18,17 +18,19 @@ complexity (entropy)        ``complexity``              lower    Bhatt et al. 20
 parameter randomization     ``model_parameter_randomization``  lower  Adebayo et al. 2018
 ==========================  ==========================  =======  ===============================
 
-``baselines`` gives the random and Sobel-edge reference maps; ``mnistxai.evaluate`` runs all of
-them over an explanation run and writes the leaderboard.
+``faithfulness_drops`` and ``infidelity_drops`` make the model calls of those two metrics once,
+to score many maps of the same images (``drops=``). ``baselines`` gives the random and Sobel-edge
+reference maps; ``mnistxai.evaluate`` runs all of them over an explanation run and writes the
+leaderboard.
 """
 
 from mnistxai.xai.metrics._common import average_ranks, pearson, spearman
 from mnistxai.xai.metrics.baselines import (BASELINES, baseline_explain_fn, baseline_maps,
                                             random_attribution, sobel_attribution)
 from mnistxai.xai.metrics.complexity import complexity, sparseness
-from mnistxai.xai.metrics.faithfulness import (deletion, faithfulness_correlation, faithfulness_drops,
-                                               infidelity, infidelity_drops, insertion,
-                                               region_perturbation, trapezoid_auc)
+from mnistxai.xai.metrics.faithfulness import (deletion, faithfulness_correlation,
+                                               faithfulness_drops, infidelity, infidelity_drops,
+                                               insertion, region_perturbation, trapezoid_auc)
 from mnistxai.xai.metrics.randomization import (CASCADE, cascading_randomization,
                                                 model_parameter_randomization, ssim)
 from mnistxai.xai.metrics.robustness import max_sensitivity
@@ -36,7 +38,7 @@ from mnistxai.xai.metrics.robustness import max_sensitivity
 __all__ = [
     "BASELINES", "CASCADE", "average_ranks", "baseline_explain_fn", "baseline_maps",
     "cascading_randomization", "complexity", "deletion", "faithfulness_correlation",
-    "faithfulness_drops", "infidelity", "infidelity_drops", "insertion", "max_sensitivity", "model_parameter_randomization", "pearson",
-    "random_attribution", "region_perturbation", "sobel_attribution", "sparseness", "spearman",
-    "ssim", "trapezoid_auc",
+    "faithfulness_drops", "infidelity", "infidelity_drops", "insertion", "max_sensitivity",
+    "model_parameter_randomization", "pearson", "random_attribution", "region_perturbation",
+    "sobel_attribution", "sparseness", "spearman", "ssim", "trapezoid_auc",
 ]
