@@ -10,8 +10,8 @@ import pytest
 
 from mnistxai import data
 from mnistxai.classifier import Classifier
-from mnistxai.evaluate import (METRICS, EvalConfig, all_shared_drops, completeness, evaluate_method,
-                               evaluate_run, score_fns)
+from mnistxai.evaluate import (METRICS, EvalConfig, all_shared_drops, completeness,
+                               evaluate_method, evaluate_run, score_fns)
 from mnistxai.explain import ExplainConfig, explain_run, load_method
 from mnistxai.models import CNN, init_cnn
 
@@ -163,8 +163,8 @@ def test_shared_drops_are_used_only_for_the_targets_they_were_made_for(small, te
     right = all_shared_drops(config, images, targets, fns)
     wrong = all_shared_drops(config, images, (targets + 1) % 10, fns)
     assert not np.allclose(wrong[0][1]["faithfulness"], right[0][1]["faithfulness"])
-    plain = evaluate_method("m", maps, targets, images, None, small, [], config, fns)
+    plain, _ = evaluate_method("m", maps, targets, images, None, small, [], config, fns)
     for drops in (right, wrong):  # shared drops for the right targets, a fallback for the others
-        got = evaluate_method("m", maps, targets, images, None, small, [], config, fns, drops)
+        got, _ = evaluate_method("m", maps, targets, images, None, small, [], config, fns, drops)
         for metric in ("faithfulness_corr", "infidelity", "deletion_auc"):
             np.testing.assert_allclose(got[metric], plain[metric], rtol=1e-5, atol=1e-6)
