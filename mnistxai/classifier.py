@@ -30,6 +30,10 @@ class Classifier:
         """Logits (B, 10)."""
         return self.model.apply(self.variables, x)
 
+    def probabilities(self, x: jax.Array) -> jax.Array:
+        """Softmax probabilities (B, 10)."""
+        return jax.nn.softmax(self.logits(x))
+
     def features(self, x: jax.Array, layer: str = "block3") -> jax.Array:
         """Activations of ``layer`` (default block 3: (B, 7, 7, 128)); see ``mnistxai.models``."""
         return self.model.apply(self.variables, x, layer, method=CNN.forward_to)

@@ -140,9 +140,10 @@ def method_explain_fn(name: str, options: dict, classifier, batch: int):
 
 
 def score_fns(classifier):
-    """(softmax probabilities, logits) of ``classifier`` as the metrics' ``score_fn``s."""
-    logits = classifier.logits
-    return (lambda x: jax.nn.softmax(logits(x))), logits
+    """(softmax probabilities, logits) of ``classifier`` as the metrics' ``score_fn``s. Bound
+    methods compare equal for the same classifier, so a second evaluation reuses the compiled
+    metrics (a fresh lambda would compile them again)."""
+    return classifier.probabilities, classifier.logits
 
 
 def stream(keys: jax.Array, i: int) -> jax.Array:

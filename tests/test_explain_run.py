@@ -14,6 +14,7 @@ from mnistxai.evaluate import (METRICS, EvalConfig, all_shared_drops, completene
                                evaluate_method, evaluate_run, score_fns)
 from mnistxai.explain import ExplainConfig, explain_run, load_method
 from mnistxai.models import CNN, init_cnn
+from mnistxai.xai.metrics import faithfulness
 
 N = 10
 
@@ -134,6 +135,13 @@ def test_leaderboard_end_to_end_and_chunking(tmp_path, small, test_images):
                 infidelity_samples=4, sensitivity_samples=2)
     res = evaluate_run(run, tmp_path / "lb", EvalConfig(**tiny, batch_size=8), small, images,
                        progress=False)
+    compiled = [f._cache_size() for f in (faithfulness._pixel_curves, faithfulness._region_curves,
+                                          faithfulness._drops, faithfulness._sums)]
+    again = evaluate_run(run, tmp_path / "again", EvalConfig(**tiny, batch_size=8), small, images,
+                         progress=False)
+    assert again["methods"]["saliency"]["metrics"] == res["methods"]["saliency"]["metrics"]
+    assert compiled == [f._cache_size() for f in (faithfulness._pixel_curves, faithfulness._region_curves,
+                                                  faithfulness._drops, faithfulness._sums)]  # no recompiling
     res4 = evaluate_run(run, tmp_path / "lb4", EvalConfig(**tiny, batch_size=4), small, images,
                         progress=False)
     assert list(res["methods"]) == ["saliency", "random", "sobel"]
