@@ -386,7 +386,7 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
     per_example = {}
     t0 = time.perf_counter()
     first_targets = load_method(run_dir, methods[0])["targets"][:n]
-    drops = all_shared_drops(config, images, first_targets, fns)
+    drops = jax.block_until_ready(all_shared_drops(config, images, first_targets, fns))
     results["shared_seconds"] = round(time.perf_counter() - t0, 2)
     entries = methods + list(config.baselines)
     for name in tqdm(entries, desc="evaluate", unit="method", disable=not progress):

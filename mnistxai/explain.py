@@ -24,7 +24,8 @@ is done, so an interrupted run redoes at most one batch per method; batches are 
 first index)``, so a resumed run produces the same numbers as an uninterrupted one.
 SmoothGrad, SmoothGrad-Squared and VarGrad use smoothgrad's key: with equal options they are
 computed together from one set of noisy gradients, each ``<method>.json`` then holding an equal
-share of the time and naming the others in ``shared_with``.
+share of the time and naming the rest of its group in ``shared_with``. ``run.json`` records the
+``format`` (``RUN_FORMAT``): a folder written by a version with other keys is not resumed.
 
 Memory: one batch of explanations at a time (the method's own ``chunk_size`` bounds its inner
 loops); the finished maps of a method are held compactly until merged (N x 784 x 2 bytes).
@@ -55,6 +56,8 @@ from mnistxai.xai import parse_methods
 DTYPES = ("float16", "float32")
 TARGETS = ("predicted", "label")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+# 2: the SmoothGrad family shares smoothgrad's keys; a run folder of another format is not resumed
+RUN_FORMAT = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,10 +118,11 @@ class ExplainConfig:
         return self
 
     def settings(self) -> dict:
-        """What must match for a run to be resumed (everything but the methods)."""
+        """What must match for a run to be resumed (everything but the methods), with the
+        ``RUN_FORMAT`` the run was made with."""
         d = dataclasses.asdict(self)
         d.pop("methods")
-        return d
+        return {**d, "format": RUN_FORMAT}
 
 
 def load_images(split: str, limit: Optional[int], data_dir=None) -> tuple[np.ndarray, np.ndarray]:
@@ -257,8 +261,9 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
         return json.loads((out / f"{name}.json").read_text())
     options = method_options(config, name, classifier)
     group = (name,) + tuple(c for c in companions if not (out / f"{c}.npz").exists())
+    call_options = dict(options)
     if "smoothgrad" in group[1:]:  # the one option a companion may hold differently
-        options["signed"] = method_options(config, "smoothgrad", classifier).get("signed", False)
+        call_options["signed"] = method_options(config, "smoothgrad", classifier).get("signed", False)
     part_dir = out / "parts" / name
     part_dir.mkdir(parents=True, exist_ok=True)
     n, b = len(images), config.batch_size
@@ -279,13 +284,13 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
             budget[0] -= 1
         t0 = time.perf_counter()
         batch = explain_batch(group, classifier, images[s:s + b], labels[s:s + b], s, config,
-                              options, preds[s:s + b], probs[s:s + b])
+                              call_options, preds[s:s + b], probs[s:s + b])
         seconds = (time.perf_counter() - t0) / len(group)  # companions: an equal share each
-        for member, arrays in batch.items():
+        for member in group[1:] + (name,):  # own part last: it marks the batch as done
             member_path = out / "parts" / member / path.name
             if member == name or not member_path.exists():
                 member_path.parent.mkdir(parents=True, exist_ok=True)
-                save_npz_atomic(member_path, **arrays, seconds=seconds, warm=warm)
+                save_npz_atomic(member_path, **batch[member], seconds=seconds, warm=warm)
         warm = True
         bar.update(len(batch[name]["targets"]))
     bar.close()

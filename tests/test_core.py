@@ -8,17 +8,20 @@ from mnistxai.xai._core import over_active, over_groups
 
 
 def test_over_active_runs_only_active_indices_in_packed_passes():
-    active = jnp.array([True, False, True, True, False, False, True, True, False, True, True])
-    calls = []
+    passes = []
 
-    def fn(idx):
-        calls.append(idx.shape[0])
+    def fn(idx, active):
+        jax.debug.callback(lambda n: passes.append(int(n)), idx.shape[0])  # one call per pass
         return jnp.where(active[idx], 2.0 * idx + 1.0, jnp.nan)  # NaN if an inactive one leaked
-    out = jax.jit(lambda a: over_active(fn, a, 3))(active)
-    np.testing.assert_array_equal(out, np.where(active, 2.0 * np.arange(11) + 1.0, 0.0))
-    assert calls == [3]  # traced once: a loop over passes of 3
-    count = jax.jit(lambda a: over_active(lambda i: jnp.ones(i.shape[0]), a, 3).sum())
-    assert float(count(active)) == 7 and float(count(jnp.zeros(11, bool))) == 0
+    run = jax.jit(lambda a: over_active(lambda idx: fn(idx, a), a, 16))
+    for active in (jnp.arange(40) % 3 == 0, jnp.zeros(40, bool), jnp.ones(40, bool)):
+        passes.clear()
+        out = run(active)
+        jax.effects_barrier()
+        np.testing.assert_array_equal(out, np.where(active, 2.0 * np.arange(40) + 1.0, 0.0))
+        n = int(active.sum())
+        # full passes of 16, then the remainder in passes of 16 // 8 = 2: the data sets the count
+        assert passes == [16] * (n // 16) + [2] * -(-(n % 16) // 2), (n, passes)
 
 
 def test_over_groups_equals_one_batch_with_a_remainder_group():

@@ -81,6 +81,17 @@ def test_smoothgrad_family_is_computed_once_and_equals_separate_runs(tmp_path, s
     apart = explain_run(_config(methods=family, options={**opts, "vargrad": {"samples": 2}}),
                         tmp_path / "apart", small, images, labels, progress=False)
     assert apart["vargrad"]["shared_with"] == [] and apart["smoothgrad"]["shared_with"] == ["smoothgrad_sq"]
+    # led by vargrad, smoothgrad keeps its own signed option (and vargrad's record stays its own)
+    signed = {"vargrad": {"samples": 3}, "smoothgrad": {"samples": 3, "signed": True}}
+    led = explain_run(_config(methods=("vargrad", "smoothgrad"), options=signed), tmp_path / "led",
+                      small, images, labels, progress=False)
+    assert "signed" not in led["vargrad"]["options"]
+    explain_run(_config(methods=("smoothgrad",), options={"smoothgrad": signed["smoothgrad"]}),
+                tmp_path / "signed", small, images, labels, progress=False)
+    sg = _arrays(tmp_path / "led", "smoothgrad")["attributions"]
+    assert sg.min() < 0
+    np.testing.assert_allclose(sg, _arrays(tmp_path / "signed", "smoothgrad")["attributions"],
+                               rtol=1e-3, atol=1e-6)
 
 
 def test_file_format_and_batch_size_does_not_change_numbers(tmp_path, small, test_images):
@@ -116,6 +127,11 @@ def test_bad_settings_fail_before_compiling(tmp_path, small, test_images):
     explain_run(_config(**one), tmp_path / "z", small, images, labels, progress=False)
     with pytest.raises(ValueError, match="other settings.*batch_size"):
         explain_run(_config(**one, batch_size=5), tmp_path / "z", small, images, labels)
+    run_file = tmp_path / "z" / "run.json"  # a folder made before the SmoothGrad family shared keys
+    run_file.write_text(json.dumps({k: v for k, v in json.loads(run_file.read_text()).items()
+                                    if k != "format"}))
+    with pytest.raises(ValueError, match=r"other settings \(format\)"):
+        explain_run(_config(**one), tmp_path / "z", small, images, labels)
 
 
 def test_cli_bad_input_is_one_line_and_exit_1(tmp_path):

@@ -95,6 +95,8 @@ def test_noise_tunnel_equals_each_method_with_the_same_key(random_classifier):
         xai.explain_noise_tunnel(("smoothgrad", "saliency"), random_classifier, x, key=key)
     with pytest.raises(ValueError, match="stochastic"):
         xai.explain_noise_tunnel(("vargrad",), random_classifier, x)
+    with pytest.raises(ValueError, match="signed is an option of smoothgrad only"):
+        xai.explain_noise_tunnel(("vargrad",), random_classifier, x, key=key, signed=True)
 
 
 def test_guided_relu_passes_only_positive_gradients_at_positive_inputs():

@@ -163,24 +163,31 @@ def chunked_map(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -
 def over_active(fn: Callable[[jax.Array], jax.Array], active: jax.Array,
                 per_pass: int) -> jax.Array:
     """``fn(idx)`` -> (k,) values at the flat indices ``idx`` where the bool (P,) ``active`` holds;
-    returns (P,) float32 with those values and 0 elsewhere.
+    returns (P,) values (``fn``'s dtype) with those and 0 elsewhere.
 
     The active indices are packed first and run ``per_pass`` at a time in a loop whose trip count
-    is set by the data, ceil(active.sum() / per_pass): inactive indices cost nothing. This is how
-    exact shortcuts (an occlusion window on black pixels, a deletion step removing only black
-    pixels) turn into saved model passes under jit, where shapes must be static.
+    is set by the data: inactive indices cost nothing. This is how exact shortcuts (an occlusion
+    window on black pixels, a deletion step removing only black pixels) turn into saved model
+    passes under jit, where shapes must be static. The remainder (fewer than ``per_pass``) runs
+    in passes of ``per_pass // 8``, so a pass computes at most that many padded inputs.
     """
     p = active.shape[0]
     k = max(1, min(per_pass, p))
+    tail = max(1, k // 8)
     total = active.sum()
-    slots = -(-p // k) * k
-    order = jnp.pad(jnp.argsort(~active, stable=True), (0, slots - p))  # active indices first
+    order = jnp.pad(jnp.argsort(~active, stable=True), (0, k))  # active first; room for a slice
+    dtype = jax.eval_shape(fn, order[:k]).dtype
 
-    def body(i, out):
-        slot = i * k + jnp.arange(k)
-        idx = jax.lax.dynamic_slice(order, (i * k,), (k,))
-        return out.at[idx].add(jnp.where(slot < total, fn(idx).astype(jnp.float32), 0.0))
-    return jax.lax.fori_loop(0, (total + k - 1) // k, body, jnp.zeros(p, jnp.float32))
+    def passes(size, offset):
+        def body(i, out):
+            start = offset + i * size
+            idx = jax.lax.dynamic_slice(order, (start,), (size,))
+            keep = start + jnp.arange(size) < total
+            return out.at[idx].add(jnp.where(keep, fn(idx), 0).astype(dtype))
+        return body
+    full = total // k
+    out = jax.lax.fori_loop(0, full, passes(k, 0), jnp.zeros(p, dtype))
+    return jax.lax.fori_loop(0, (total - full * k + tail - 1) // tail, passes(tail, full * k), out)
 
 
 def resize_maps(maps: jax.Array, size: tuple[int, int]) -> jax.Array:

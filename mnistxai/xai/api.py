@@ -240,12 +240,15 @@ def explain_noise_tunnel(kinds, classifier: Classifier, images, targets=None, *,
     if bad or not kinds or len(set(kinds)) != len(kinds):
         raise ValueError(f"kinds must be distinct names among {', '.join(gradients.NOISE_KINDS)}, "
                          f"got {kinds!r}")
+    if "signed" in options and "smoothgrad" not in kinds:
+        raise ValueError("signed is an option of smoothgrad only, which is not among the kinds")
     if not isinstance(classifier, Classifier):
         raise ValueError(f"classifier must be a mnistxai Classifier, got {type(classifier).__name__}")
     x = as_images(images)
     t = as_targets(targets, x.shape[0], classifier.model.num_classes)
-    opts = METHODS["smoothgrad"].parse("smoothgrad", options, x.shape[0], classifier)
-    key = as_key(key, kinds[0], True)
+    label = "+".join(kinds)  # names the methods in the option errors
+    opts = METHODS["smoothgrad"].parse(label, options, x.shape[0], classifier)
+    key = as_key(key, label, True)
     out = _run_noise_tunnel(classifier, jnp.asarray(x), None if t is None else jnp.asarray(t), key,
                             kinds=kinds, static=tuple(sorted(opts.items())))
     return {kind: out[kind] for kind in kinds}  # jit returns dicts in sorted key order

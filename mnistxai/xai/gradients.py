@@ -63,6 +63,8 @@ def noise_tunnel(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array]
     """SmoothGrad, SmoothGrad-Squared and VarGrad (those in ``kinds``) from one set of noisy
     gradients, as Captum's ``NoiseTunnel`` types: {kind: Explanation}. Each map equals its own
     method's for the same key and options, at the cost of one of them."""
+    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(NOISE_KINDS):
+        raise ValueError(f"kinds must be distinct names among {', '.join(NOISE_KINDS)}, got {kinds!r}")
     per_pass = plan(x.shape[0], chunk_size)[1]
 
     def one(xi, t, k):

@@ -36,13 +36,13 @@ def trapezoid_auc(curve: jax.Array) -> jax.Array:
 
 
 def _path_scores(score_fn, start, end, ranks, targets, counts, chunk_size):
-    """(B, L) target scores along B paths: at point s, the features of rank < counts[s] come
-    from ``end`` and the others from ``start`` (B, H, W, C); ``ranks`` int (B, H, W).
+    """Target scores along B paths: at point s, the features of rank < counts[s] come from
+    ``end`` and the others from ``start`` (B, H, W, C); ``ranks`` int (B, H, W).
 
     Exact shortcut: a point whose newly switched features are equal in ``start`` and ``end``
     (a deletion step that removes only black pixels) is the previous input again, so it is not
     evaluated and takes the previous score. The other (example, point) pairs of the whole batch
-    run ``chunk_size`` at a time. Returns (scores, evaluated int32 (B,)).
+    run ``chunk_size`` at a time. Returns (scores (B, L), points evaluated int32 (B,)).
     """
     b, length = ranks.shape[0], counts.shape[0]
     counts = jnp.asarray(counts)
@@ -290,7 +290,7 @@ def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key
     Pearson, the same here; ``runs`` is 32 instead of Quantus's 100 (the standard error of each
     image's correlation grows by ~1.8x; pass ``runs=100`` to match). The leaderboard passes the
     target logit as the score. ``drops``: ``faithfulness_drops`` of the same arguments, to skip
-    the model calls (the subsets depend only on ``key``). Returns (B,).
+    the model calls (the subsets depend only on ``key``, ``runs`` and ``subset``). Returns (B,).
     """
     check_inputs(x, attributions, targets)
     _check_subset(x, runs, subset, chunk_size)
@@ -298,7 +298,8 @@ def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key
     if drops is None:
         drops = _drops(score_fn, x, targets, keys, fill, kind="subset", samples=runs, size=subset,
                        chunk_size=chunk_size)
-    drops = _check_drops(drops, np.shape(x)[0], runs, "faithfulness_drops")
+    else:
+        drops = _check_drops(drops, np.shape(x)[0], runs, "faithfulness_drops")
     sums = _sums(x, attributions, keys, fill, kind="subset", samples=runs, size=subset,
                  chunk_size=chunk_size)
     return jax.vmap(pearson)(sums, drops)
@@ -347,9 +348,10 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
     size = _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size)
     keys, fill = example_keys(key, np.shape(x)[0]), _fill(0.0, x)
     if drops is None:
-        drops = _drops(score_fn, x, targets, keys, fill, kind=perturbation, samples=samples,
-                       size=size, chunk_size=chunk_size)
-    d = _check_drops(drops, np.shape(x)[0], samples, "infidelity_drops")
+        d = _drops(score_fn, x, targets, keys, fill, kind=perturbation, samples=samples,
+                   size=size, chunk_size=chunk_size)
+    else:
+        d = _check_drops(drops, np.shape(x)[0], samples, "infidelity_drops")
     s = _sums(x, attributions, keys, fill, kind=perturbation, samples=samples, size=size,
               chunk_size=chunk_size)
     sd, ss, dd = (s * d).mean(-1), (s * s).mean(-1), (d * d).mean(-1)
