@@ -235,11 +235,7 @@ def explain_noise_tunnel(kinds, classifier: Classifier, images, targets=None, *,
     """Several of smoothgrad, smoothgrad_sq and vargrad (``kinds``) from one set of noisy gradients:
     {kind: Explanation}, each equal to ``explain(kind, ..., key=key, **options)`` at the cost of
     one (``gradients.noise_tunnel``). Options as smoothgrad's (``signed`` affects smoothgrad only)."""
-    kinds = tuple(kinds)
-    bad = [k for k in kinds if k not in gradients.NOISE_KINDS]
-    if bad or not kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"kinds must be distinct names among {', '.join(gradients.NOISE_KINDS)}, "
-                         f"got {kinds!r}")
+    kinds = gradients.check_kinds(kinds)
     if "signed" in options and "smoothgrad" not in kinds:
         raise ValueError("signed is an option of smoothgrad only, which is not among the kinds")
     if not isinstance(classifier, Classifier):

@@ -56,6 +56,14 @@ def _noisy_moments(logits_fn, key, xi, t, samples, noise, per_pass):
 NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
+def check_kinds(kinds) -> tuple[str, ...]:
+    """``kinds`` as a tuple of distinct ``NOISE_KINDS``, or a ValueError naming the problem."""
+    kinds = tuple(kinds)
+    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(NOISE_KINDS):
+        raise ValueError(f"kinds must be distinct names among {', '.join(NOISE_KINDS)}, got {kinds!r}")
+    return kinds
+
+
 def noise_tunnel(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None, *,
                  key: jax.Array, kinds: tuple[str, ...] = NOISE_KINDS, samples: int = 50,
                  noise: float = 0.15, signed: bool = False,
@@ -63,8 +71,7 @@ def noise_tunnel(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array]
     """SmoothGrad, SmoothGrad-Squared and VarGrad (those in ``kinds``) from one set of noisy
     gradients, as Captum's ``NoiseTunnel`` types: {kind: Explanation}. Each map equals its own
     method's for the same key and options, at the cost of one of them."""
-    if not kinds or len(set(kinds)) != len(kinds) or not set(kinds) <= set(NOISE_KINDS):
-        raise ValueError(f"kinds must be distinct names among {', '.join(NOISE_KINDS)}, got {kinds!r}")
+    kinds = check_kinds(kinds)
     per_pass = plan(x.shape[0], chunk_size)[1]
 
     def one(xi, t, k):
