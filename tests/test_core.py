@@ -22,6 +22,11 @@ def test_over_active_runs_only_active_indices_in_packed_passes():
         n = int(active.sum())
         # full passes of 16, then the remainder in passes of 16 // 8 = 2: the data sets the count
         assert passes == [16] * (n // 16) + [2] * -(-(n % 16) // 2), (n, passes)
+    passes.clear()  # everything fits in one pass: it runs once, inactive indices masked
+    one = jax.jit(lambda a: over_active(lambda idx: fn(idx, a), a, 64))(active)
+    jax.effects_barrier()
+    np.testing.assert_array_equal(one, 2.0 * np.arange(40) + 1.0)
+    assert passes == [40]
 
 
 def test_over_groups_equals_one_batch_with_a_remainder_group():

@@ -112,9 +112,10 @@ def test_steps_that_change_no_pixel_are_skipped_and_curves_equal_a_naive_loop():
     x = jax.random.uniform(kx, (3, 28, 28, 1)) * (jax.random.uniform(kb, (3, 28, 28, 1)) > 0.75)
     a = x[..., 0] * jax.random.normal(jax.random.key(8), (28, 28))
     t = jnp.array([1, 4, 9], jnp.int32)
-    dele = M.deletion(score, x, a, t, steps=16)          # no key: ties broken by pixel index
-    ins = M.insertion(score, x, a, t, steps=16)
-    flip = M.region_perturbation(score, x, a, t, patch=4, regions=20, baseline=0.0)
+    kw = dict(chunk_size=8)  # several packed passes (and a remainder) over the 3 x 17 points
+    dele = M.deletion(score, x, a, t, steps=16, **kw)    # no key: ties broken by pixel index
+    ins = M.insertion(score, x, a, t, steps=16, **kw)
+    flip = M.region_perturbation(score, x, a, t, patch=4, regions=20, baseline=0.0, **kw)
     counts = np.round(np.linspace(0, 784, 17)).astype(int)
     xs = np.asarray(x)
     for i in range(3):

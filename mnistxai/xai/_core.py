@@ -169,10 +169,14 @@ def over_active(fn: Callable[[jax.Array], jax.Array], active: jax.Array,
     is set by the data: inactive indices cost nothing. This is how exact shortcuts (an occlusion
     window on black pixels, a deletion step removing only black pixels) turn into saved model
     passes under jit, where shapes must be static. The remainder (fewer than ``per_pass``) runs
-    in passes of ``per_pass // 8``, so a pass computes at most that many padded inputs.
+    in passes of ``per_pass // 8``, so a pass computes at most that many padded inputs. When all
+    P indices fit in one pass, that single pass runs (inactive ones masked) without the loops,
+    which would compile ``fn`` twice to save at most that one pass.
     """
     p = active.shape[0]
-    k = max(1, min(per_pass, p))
+    if p <= per_pass:
+        return jnp.where(active, fn(jnp.arange(p)), 0)
+    k = max(1, per_pass)
     tail = max(1, k // 8)
     total = active.sum()
     order = jnp.pad(jnp.argsort(~active, stable=True), (0, k))  # active first; room for a slice
