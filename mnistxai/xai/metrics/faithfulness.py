@@ -154,8 +154,8 @@ def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, reg
         return jnp.repeat(jnp.repeat(ranks.reshape(gh, gw), patch, 0), patch, 1)
     ranks = (jax.vmap(lambda a: region_ranks(a, None))(attributions) if keys is None
              else jax.vmap(region_ranks)(attributions, keys))
-    end = (jax.vmap(lambda k, xi: jax.random.uniform(jax.random.fold_in(k, 0), xi.shape, xi.dtype))(keys, x)
-           if noise else jnp.broadcast_to(fill, x.shape))
+    uniform = lambda k, xi: jax.random.uniform(jax.random.fold_in(k, 0), xi.shape, xi.dtype)
+    end = jax.vmap(uniform)(keys, x) if noise else jnp.broadcast_to(fill, x.shape)
     curves, evaluated = _path_scores(score_fn, x, end, ranks, targets,
                                      np.arange(regions + 1, dtype=np.int32), chunk_size)
     return {"aopc": (curves[:, :1] - curves).mean(-1), "curve": curves, "evaluated": evaluated}
@@ -233,7 +233,8 @@ def _drops(score_fn, x, targets, keys, fill, *, kind, samples, size, chunk_size)
 
     def drops(pair):
         ex, i = pair // samples, pair % samples
-        _, inputs = jax.vmap(functools.partial(_perturbation, kind, size))(x[ex], fill[ex], keys[ex], i)
+        perturb = functools.partial(_perturbation, kind, size)
+        _, inputs = jax.vmap(perturb)(x[ex], fill[ex], keys[ex], i)
         return f0[ex] - target_score(inputs, targets[ex])
     return chunked(drops, n * samples, chunk_size).reshape(n, samples)
 
