@@ -62,6 +62,11 @@ def target_grads(logits_fn: LogitsFn, xs: jax.Array, target: Optional[jax.Array]
     return g, logits, target
 
 
+def at_targets(scores: jax.Array, targets: jax.Array) -> jax.Array:
+    """(N,) ``scores[i, targets[i]]`` of (N, K) scores."""
+    return jnp.take_along_axis(scores, targets[:, None], 1)[:, 0]
+
+
 def predict_one(logits_fn: LogitsFn, x: jax.Array, target: Optional[jax.Array]) -> jax.Array:
     """The target of one example (H, W, C): the given one, or the predicted class."""
     if target is not None:

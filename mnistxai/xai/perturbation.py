@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, over_active, over_groups, plan,
-                                sample_sum, targets_or_zeros)
+from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, at_targets, over_active,
+                                over_groups, plan, sample_sum, targets_or_zeros)
 
 
 def window_masks(size: tuple[int, int], window: tuple[int, int],
@@ -48,7 +48,7 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
     k = min(chunk_size, b * n)
     logits = jax.lax.map(lambda xi: logits_fn(xi[None])[0], x, batch_size=min(k, b))
     t = jnp.argmax(logits, -1).astype(jnp.int32) if targets is None else targets
-    full = jnp.take_along_axis(logits, t[:, None], 1)[:, 0]
+    full = at_targets(logits, t)
 
     differs = (x != baseline).any(-1).astype(jnp.float32)                   # (B, H, W)
     active = jnp.einsum("nhw,bhw->bn", masks.astype(jnp.float32), differs) > 0
@@ -56,7 +56,7 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
     def drop(pair):                                                         # (k,) pair indices
         ex, win = pair // n, pair % n
         occluded = jnp.where(masks[win][..., None], baseline, x[ex])
-        return full[ex] - jnp.take_along_axis(logits_fn(occluded), t[ex][:, None], 1)[:, 0]
+        return full[ex] - at_targets(logits_fn(occluded), t[ex])
 
     drops = over_active(drop, active.reshape(-1), k).astype(x.dtype)
     count = masks_np.sum(0)

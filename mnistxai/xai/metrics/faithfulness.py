@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai._jit import jit
-from mnistxai.xai._core import over_active
+from mnistxai.xai._core import at_targets, over_active
 from mnistxai.xai.paths import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
                                           chunked, descending_order, example_keys, over_examples,
@@ -56,7 +56,7 @@ def _path_scores(score_fn, start, end, ranks, targets, counts, chunk_size):
         ex, point = pair // length, pair % length
         mask = ranks[ex] < counts[point][:, None, None]
         inputs = jnp.where(mask[..., None], end[ex], start[ex])
-        return jnp.take_along_axis(score_fn(inputs), targets[ex][:, None], 1)[:, 0]
+        return at_targets(score_fn(inputs), targets[ex])
     raw = over_active(scores, changed.reshape(-1), chunk_size).reshape(b, length)
     last = jax.lax.cummax(jnp.where(changed, jnp.arange(length), 0), axis=1)
     return jnp.take_along_axis(raw, last, 1), changed.sum(1).astype(jnp.int32)
@@ -71,8 +71,7 @@ def _pixel_curves(score_fn, x, attributions, targets, keys, fill, *, steps, mode
                   chunk_size):
     n, h, w = attributions.shape
     flat = attributions.reshape(n, -1).astype(jnp.float32)
-    order = (jax.vmap(lambda a: descending_order(a, None))(flat) if keys is None
-             else jax.vmap(descending_order)(flat, keys))
+    order = jax.vmap(descending_order)(flat, keys)  # keys None (no leaves): ties by index
     ranks = jax.vmap(ranks_of)(order).reshape(n, h, w)
     fill = jnp.broadcast_to(fill, x.shape)
     if mode == "deletion":
@@ -152,8 +151,7 @@ def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, reg
         tie_key = None if k is None else jax.random.fold_in(k, 1)
         ranks = ranks_of(descending_order(score if order == "morf" else -score, tie_key))
         return jnp.repeat(jnp.repeat(ranks.reshape(gh, gw), patch, 0), patch, 1)
-    ranks = (jax.vmap(lambda a: region_ranks(a, None))(attributions) if keys is None
-             else jax.vmap(region_ranks)(attributions, keys))
+    ranks = jax.vmap(region_ranks)(attributions, keys)  # keys may be None (an empty pytree)
     uniform = lambda k, xi: jax.random.uniform(jax.random.fold_in(k, 0), xi.shape, xi.dtype)
     end = jax.vmap(uniform)(keys, x) if noise else jnp.broadcast_to(fill, x.shape)
     curves, evaluated = _path_scores(score_fn, x, end, ranks, targets,
@@ -208,10 +206,10 @@ def _perturbation(kind, size, xi, fi, key, i):
     """Perturbation ``i`` of one example (H, W, C), drawn from fold_in(key, i): (the weights
     (H, W) the attribution is summed with, the perturbed input (H, W, C))."""
     h, w = xi.shape[:2]
-    k = jax.random.fold_in(key, i)
     if kind == "subset":  # Bhatt: a random subset of `size` pixels set to the baseline
         mask = jnp.zeros(h * w, bool).at[_subset(key, i, h * w, size)].set(True).reshape(h, w)
         return mask.astype(xi.dtype), jnp.where(mask[..., None], fi, xi)
+    k = jax.random.fold_in(key, i)
     # Yeh: perturbation I, input x - I, explanation term I . attribution
     if kind == "square":  # the pixels of a random size x size square removed (set to 0)
         corner = jax.random.randint(k, (2,), 0, jnp.array([h - size + 1, w - size + 1]))
@@ -228,14 +226,13 @@ def _perturbation(kind, size, xi, fi, key, i):
 def _drops(score_fn, x, targets, keys, fill, *, kind, samples, size, chunk_size):
     """(B, samples): f(x) - f(perturbed x) of the target, (example, sample) pairs as flat batches."""
     n = x.shape[0]
-    target_score = lambda z, t: jnp.take_along_axis(score_fn(z), t[:, None], 1)[:, 0]
-    f0 = chunked(lambda i: target_score(x[i], targets[i]), n, chunk_size)
+    f0 = chunked(lambda i: at_targets(score_fn(x[i]), targets[i]), n, chunk_size)
 
     def drops(pair):
         ex, i = pair // samples, pair % samples
         perturb = functools.partial(_perturbation, kind, size)
         _, inputs = jax.vmap(perturb)(x[ex], fill[ex], keys[ex], i)
-        return f0[ex] - target_score(inputs, targets[ex])
+        return f0[ex] - at_targets(score_fn(inputs), targets[ex])
     return chunked(drops, n * samples, chunk_size).reshape(n, samples)
 
 
