@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 from flax import struct
 
 from mnistxai.models import CNN
@@ -45,6 +46,12 @@ class Classifier:
     def with_activation(self, activation: Callable[[jax.Array], jax.Array]) -> "Classifier":
         """The same weights with every ReLU replaced by ``activation`` (guided backprop, etc.)."""
         return self.replace(model=self.model.clone(activation=activation))
+
+    def astype(self, dtype) -> "Classifier":
+        """The same model with its floating-point variables cast to ``dtype`` (e.g. float64 for
+        checks to float64 precision under ``jax_enable_x64``); a no-op when they already are."""
+        cast = lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+        return self.replace(variables=jax.tree_util.tree_map(cast, self.variables))
 
     @property
     def params(self):

@@ -190,7 +190,9 @@ def test_sparseness_and_complexity_known_values():
     np.testing.assert_allclose(M.complexity(pair), np.log(2), rtol=1e-6)
     np.testing.assert_allclose(M.complexity(jnp.zeros((1, H, W))), np.log(n), rtol=1e-6)
     r = M.random_attribution(jnp.zeros((3, H, W, 1)), jax.random.key(0))
-    np.testing.assert_allclose(M.sparseness(7 * r), M.sparseness(r), rtol=1e-5)  # scale-free
+    for scale in (7.0, 1e-6, 1e-20):  # scale-free, down to maps far below any offset
+        np.testing.assert_allclose(M.sparseness(scale * r), M.sparseness(r), rtol=1e-5)
+    np.testing.assert_array_equal(M.sparseness(jnp.zeros((1, H, W))), 0.0)
     assert np.all(M.sparseness(r) < M.sparseness(r ** 8))  # a peakier map is sparser
 
 

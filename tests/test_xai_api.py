@@ -171,3 +171,31 @@ def test_fast_twin_matches_flax_model_and_its_input_gradient(random_classifier):
     grad = lambda f: jax.jit(jax.grad(lambda z: f(z)[:, 3].sum()))(x)
     expected = grad(clf.logits)
     np.testing.assert_allclose(grad(fast), expected, atol=1e-4 * float(jnp.abs(expected).max()))
+
+
+SMALL = {"integrated_gradients": dict(steps=4), "smoothgrad": dict(samples=2),
+         "smoothgrad_sq": dict(samples=2), "vargrad": dict(samples=2),
+         "expected_gradients": dict(samples=2), "rise": dict(masks=8), "occlusion": dict(window=7)}
+
+
+@pytest.mark.parametrize("method", list(xai.METHODS))
+def test_every_method_runs_in_float64_when_x64_is_on(random_classifier, digits, method):
+    """float64 images in, float64 maps out (weights cast to float64 for the call), close to the
+    float32 maps of the same images where no random draw is involved."""
+    options = dict(SMALL.get(method, {}))
+    images = digits.astype(np.float64) / 255
+    if method == "expected_gradients":
+        options["background"] = images[:1]
+    key = jax.random.key(1)
+    with jax.enable_x64(True):
+        res = xai.explain(method, random_classifier, images, key=key, **options)
+        assert res.attributions.dtype == jnp.float64
+        assert all(v.dtype != jnp.float32 for v in res.extras.values())
+        maps64 = np.asarray(res.attributions)
+        assert np.isfinite(maps64).all()
+    if xai.METHODS[method].stochastic is True:
+        return  # random draws depend on their dtype: float64 noise is other noise
+    maps32 = np.asarray(xai.explain(method, random_classifier, images.astype(np.float32), key=key,
+                                    **options).attributions)
+    scale = np.abs(maps64).max()
+    np.testing.assert_allclose(maps32, maps64, atol=1e-3 * scale)

@@ -15,8 +15,16 @@ import numpy as np
 IMAGE_SIZE = (28, 28)
 
 
+def compute_dtype(a: np.ndarray) -> np.dtype:
+    """float64 for float64 input when ``jax_enable_x64`` is on, else float32."""
+    if a.dtype == np.float64 and jax.config.jax_enable_x64:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
 def as_images(images: Any, name: str = "images") -> np.ndarray:
-    """Images as float32 (B, 28, 28, 1) in [0, 1].
+    """Images as float (B, 28, 28, 1) in [0, 1]: float64 when given float64 with
+    ``jax_enable_x64`` on (so a method can be checked to float64 precision), else float32.
 
     Accepts (28, 28), (28, 28, 1), (B, 28, 28) or (B, 28, 28, 1); uint8 in 0..255 (divided by 255)
     or a float array in [0, 1]. NaN/inf, other shapes, other dtypes and out-of-range floats raise.
@@ -33,7 +41,7 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
     elif np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name} of integer dtype {a.dtype} is ambiguous: pass uint8 0-255 "
                          f"or float in [0, 1]")
-    a = a.astype(np.float32)
+    a = a.astype(compute_dtype(a))
     shape = a.shape
     if a.ndim == 4 and a.shape[-1] == 1:
         a = a[..., 0]
@@ -133,7 +141,7 @@ def int_pair(hi: int):
 
 
 def float_array(name, v):
-    a = np.asarray(v, dtype=np.float32)
+    a = np.asarray(v, dtype=np.float64)  # cast to the images' dtype when the method runs
     if a.ndim != 1 or not np.isfinite(a).all():
         raise ValueError(f"{name} must be a 1-D array of finite floats, got shape {a.shape}")
     return a

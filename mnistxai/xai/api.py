@@ -172,16 +172,24 @@ METHODS: Mapping[str, Method] = {
 
 
 def _run_method(classifier, x, targets, key, arrays, *, method, static):
-    return METHODS[method].run(classifier, x, targets, key, **dict(static), **arrays)
+    # everything computes in the images' dtype (float64 when checking to 1e-10)
+    return METHODS[method].run(classifier.astype(x.dtype), x, targets, key, **dict(static),
+                               **arrays)
 
 
 # Most methods are dominated by input-gradient convolutions, which the project's jit options speed
-# up ~1.6x on XLA:CPU (see mnistxai._jit). These CAMs are a forward pass plus a backward through the
-# head only, which XLA's default convolutions run faster (Grad-CAM, batch 1024 on the 2-core CI
-# machine: 2,860 vs 2,490 images/s), so they compile with the defaults.
+# up ~1.6x on XLA:CPU in float32 (see mnistxai._jit). These CAMs are a forward pass plus a backward
+# through the head only, which XLA's default convolutions run faster (Grad-CAM, batch 1024 on the
+# 2-core CI machine: 2,860 vs 2,490 images/s), so they compile with the defaults. So does float64,
+# where XLA's own convolutions are ~10x slower than the default path (saliency of 35 digits: 1.76
+# vs 0.15 s; IG-8: 11.6 vs 1.3 s).
 _DEFAULT_COMPILE = ("gradcam", "gradcam_pp", "layercam")
 _run = functools.partial(jit, static_argnames=("method", "static"))(_run_method)
 _run_default_compile = functools.partial(jax.jit, static_argnames=("method", "static"))(_run_method)
+
+
+def _project_compile(method: str, dtype) -> bool:
+    return method not in _DEFAULT_COMPILE and dtype == np.float32
 
 
 def explain(method: str, classifier: Classifier, images, targets=None, *, key=None,
@@ -200,8 +208,10 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
       **options: the method's options (``METHODS[method].options`` lists them with defaults).
 
     Returns:
-      ``Explanation(attributions float32 (B, 28, 28), targets int32 (B,), extras)``. Everything is
-      validated (ValueError) before compiling; one compilation per method, shapes and static options.
+      ``Explanation(attributions (B, 28, 28), targets int32 (B,), extras)``, float32, or float64
+      for float64 images with ``jax_enable_x64`` on (the classifier's weights are then cast to
+      float64 for the call). Everything is validated (ValueError) before compiling; one
+      compilation per method, dtype, shapes and static options.
 
     Gradient methods on logits run on ``_fast.fast_logits(classifier)`` (BatchNorm folded,
     hand-written input VJPs), equal to ``classifier.logits`` up to float rounding; occlusion and
@@ -217,17 +227,21 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
     t = as_targets(targets, x.shape[0], classifier.model.num_classes)
     opts = spec.parse(method, options, x.shape[0], classifier)
     key = as_key(key, method, spec.needs_key(opts))
-    arrays = {k: jnp.asarray(v) for k, v in opts.items() if isinstance(v, np.ndarray)}
+    arrays = {k: jnp.asarray(v, x.dtype) for k, v in opts.items() if isinstance(v, np.ndarray)}
     static = tuple(sorted((k, v) for k, v in opts.items() if k not in arrays))
-    run = _run_default_compile if method in _DEFAULT_COMPILE else _run
+    run = _run if _project_compile(method, x.dtype) else _run_default_compile
     return run(classifier, jnp.asarray(x), None if t is None else jnp.asarray(t), key, arrays,
                method=method, static=static)
 
 
-@functools.partial(jit, static_argnames=("kinds", "static"))
-def _run_noise_tunnel(classifier, x, targets, key, *, kinds, static):
-    return gradients.noise_tunnel(fast_logits(classifier), x, targets, key=key, kinds=kinds,
-                                  **dict(static))
+def _noise_tunnel_method(classifier, x, targets, key, *, kinds, static):
+    return gradients.noise_tunnel(fast_logits(classifier.astype(x.dtype)), x, targets, key=key,
+                                  kinds=kinds, **dict(static))
+
+
+_run_noise_tunnel = {
+    compiler: functools.partial(compiler, static_argnames=("kinds", "static"))(
+        _noise_tunnel_method) for compiler in (jit, jax.jit)}
 
 
 def explain_noise_tunnel(kinds, classifier: Classifier, images, targets=None, *, key=None,
@@ -245,8 +259,9 @@ def explain_noise_tunnel(kinds, classifier: Classifier, images, targets=None, *,
     label = "+".join(kinds)  # names the methods in the option errors
     opts = METHODS["smoothgrad"].parse(label, options, x.shape[0], classifier)
     key = as_key(key, label, True)
-    out = _run_noise_tunnel(classifier, jnp.asarray(x), None if t is None else jnp.asarray(t), key,
-                            kinds=kinds, static=tuple(sorted(opts.items())))
+    run = _run_noise_tunnel[jit if _project_compile("smoothgrad", x.dtype) else jax.jit]
+    out = run(classifier, jnp.asarray(x), None if t is None else jnp.asarray(t), key, kinds=kinds,
+              static=tuple(sorted(opts.items())))
     return {kind: out[kind] for kind in kinds}  # jit returns dicts in sorted key order
 
 

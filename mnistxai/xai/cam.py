@@ -51,7 +51,8 @@ def _gradcam_weigh(a, g):
 
 
 def _gradcam_pp_weigh(a, g):
-    # pytorch-grad-cam's closed form, which assumes an exponential of the score (paper eq. 19)
+    # pytorch-grad-cam's closed form, which assumes an exponential of the score (paper eq. 19);
+    # it adds 1e-6 to the denominator where a zero denominator here gives alpha = 0
     g2, g3 = g ** 2, g ** 3
     denom = 2 * g2 + a.sum((0, 1)) * g3
     alpha = jnp.where(g != 0, g2 / jnp.where(denom != 0, denom, 1.0), 0.0)
@@ -71,7 +72,9 @@ gradcam.__doc__ = """Grad-CAM (Selvaraju et al. 2017, arXiv:1610.02391): ReLU(su
 gradcam_pp = _gradient_cam(_gradcam_pp_weigh)
 gradcam_pp.__name__ = "gradcam_pp"
 gradcam_pp.__doc__ = """Grad-CAM++ (Chattopadhay et al. 2018, arXiv:1710.11063), the closed-form
-alpha = g^2 / (2 g^2 + sum_ij A g^3) used by pytorch-grad-cam, weights sum_ij alpha ReLU(g)."""
+alpha = g^2 / (2 g^2 + sum_ij A g^3) of the paper's eq. 19, weights sum_ij alpha ReLU(g).
+pytorch-grad-cam adds 1e-6 to that denominator; here alpha is 0 where the denominator is 0 (and
+where g is 0, as there). The two differ where the denominator is near 1e-6."""
 
 layercam = _gradient_cam(_layercam_weigh)
 layercam.__name__ = "layercam"
@@ -87,6 +90,9 @@ def scorecam(features_fn: FeaturesFn, head_fn: HeadFn, x: jax.Array,
     Each channel A_k is upsampled to (H, W) and min-max scaled to a mask M_k (a constant channel
     gives a zero mask); the channel's weight is the softmax over channels of the target logit of
     x * M_k, as in pytorch-grad-cam (the paper uses the softmax *probability* minus a baseline's).
+    The one difference from pytorch-grad-cam: it upsamples A_k with corner-aligned bilinear
+    interpolation (``UpsamplingBilinear2d``, align_corners=True), this with half-pixel centres
+    (``resize_maps``, as its other CAMs and cv2.resize).
     Groups of examples go through the model as flat batches of at most ``chunk_size`` masked
     images (``chunk_size // examples`` channels each). Extras: ``channel_weights`` (B, K).
     """

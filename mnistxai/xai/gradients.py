@@ -19,8 +19,10 @@ def saliency(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = N
              signed: bool = False, chunk_size: int = DEFAULT_CHUNK) -> Explanation:
     """Vanilla gradient |dy_t/dx| (Simonyan et al. 2014, arXiv:1312.6034).
 
-    ``signed=False`` (default) gives max over channels of |gradient| like Captum's ``Saliency``
-    (abs=True); ``signed=True`` gives the raw gradient summed over channels (PAIR's GradientSaliency).
+    ``signed=False`` (default) gives the max over channels of |gradient| (Simonyan et al.;
+    Captum's ``Saliency``, abs=True, returns |gradient| per channel); ``signed=True`` gives the
+    raw gradient summed over channels (PAIR's GradientSaliency returns it per channel). MNIST has
+    one channel, so both equal the libraries' maps.
     The target logit's forward pass also yields the predicted class when ``targets`` is None.
     """
     def one(xi, t, _):
@@ -47,7 +49,7 @@ def _noisy_moments(logits_fn, key, xi, t, samples, noise, per_pass):
     sigma = noise * (xi.max() - xi.min())
 
     def chunk(idx):
-        eps = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), xi.shape))(idx)
+        eps = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), xi.shape, xi.dtype))(idx)
         g, _, _ = target_grads(logits_fn, xi[None] + sigma * eps, t)
         return g.sum(0), (g * g).sum(0)
     return sample_sum(chunk, samples, per_pass)
@@ -103,7 +105,8 @@ arXiv:1706.03825).
 
 Options: ``samples`` (50), ``noise`` std as a fraction of the example's value range (0.15, PAIR's
 ``stdev_spread``; Captum takes an absolute ``stdevs``), ``signed`` (False: |mean gradient| like the
-paper's figures; Captum's NoiseTunnel over ``Saliency`` averages |g| instead), ``key`` required.
+paper's figures; Captum's NoiseTunnel over ``Saliency`` averages |g| instead, and PAIR's default
+``magnitude=True`` averages g^2, i.e. SmoothGrad-Squared), ``key`` required.
 Example i uses ``split(key, B)[i]`` and its sample s ``fold_in(that, s)``: results do not depend
 on ``chunk_size``. With noise=0 it equals ``saliency``.
 """
@@ -118,7 +121,8 @@ vargrad = _smooth("vargrad")
 vargrad.__name__ = "vargrad"
 vargrad.__doc__ = """VarGrad: variance of the gradient over noisy copies (Adebayo et al. 2018,
 arXiv:1810.03307; Captum NoiseTunnel 'vargrad'). Non-negative, population variance (divides by n
-like Captum). Options as smoothgrad (``signed`` is ignored)."""
+like Captum) of the signed gradient; Captum's NoiseTunnel over ``Saliency`` (abs=True) gives the
+variance of |g| instead. Options as smoothgrad (``signed`` is ignored)."""
 
 
 @jax.custom_vjp

@@ -20,10 +20,13 @@ BASELINES = ("black", "white", "blurred", "uniform")
 
 
 def path_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions a_s in [0, 1] and weights w_s (summing to 1) of a quadrature rule of ``steps`` points.
+    """Positions a_s in [0, 1] and weights w_s (summing to 1) of a quadrature rule of ``steps``
+    points, as float64 NumPy arrays.
 
-    Riemann left/right/middle and trapezoid match Captum's ``riemann_*``; ``gauss_legendre`` maps
-    the Legendre nodes from [-1, 1] to [0, 1] and is exact for polynomials of degree 2*steps-1.
+    Riemann left/right/middle match Captum's ``riemann_*``; trapezoid uses Captum's nodes
+    linspace(0, 1, n) with weights 1/(n-1), halved at the ends (summing to 1; Captum's are 1/n,
+    summing to (n-1)/n); ``gauss_legendre`` maps the Legendre nodes from [-1, 1] to [0, 1] as
+    Captum does and is exact for polynomials of degree 2*steps-1.
     """
     i = np.arange(steps, dtype=np.float64)
     if rule == "left":
@@ -42,7 +45,7 @@ def path_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         a, w = (nodes + 1) / 2, weights / 2
     else:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
-    return a.astype(np.float32), w.astype(np.float32)
+    return a, w  # float64: callers cast to their inputs' dtype
 
 
 def blur(x: jax.Array, sigma: float) -> jax.Array:
@@ -97,10 +100,11 @@ def integrated_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[ja
         ``blur_sigma`` pixels, Sturmfels et al. 2020), 'uniform' (U[0, 1] noise, needs ``key``),
         or an array broadcastable to x.
       steps: quadrature points (50, Captum's default); rule: one of ``RULES``
-        ('gauss_legendre' default, as Captum; PAIR uses left Riemann).
+        ('gauss_legendre' default, as Captum; PAIR saliency uses 25 equally weighted points
+        linspace(0, 1, 25), both ends included).
     Extras: ``convergence_delta`` (B,) = sum(attributions) - (F(x) - F(b)), Captum's sign convention.
     """
-    alphas, weights = (jnp.asarray(v) for v in path_rule(rule, steps))
+    alphas, weights = (jnp.asarray(v, x.dtype) for v in path_rule(rule, steps))
     baselines = make_baseline(baseline, x, key, blur_sigma)
     per_pass = plan(x.shape[0], chunk_size)[1]
 
@@ -126,7 +130,7 @@ def expected_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.
     from ``background`` (N, H, W, C), a_s ~ U[0, 1] and x~_s = x + N(0, noise^2) (shap's
     ``local_smoothing``; Captum's ``stdevs``; default 0). ``alphas`` (samples,) fixes the path
     positions instead (a test hook: one background image and the left-Riemann grid give IG).
-    Like shap's GradientExplainer, not Captum's GradientShap default of 5 samples: ``samples`` (50).
+    ``samples`` (50; shap's GradientExplainer defaults to 200, Captum's GradientShap to 5).
     """
     per_pass = plan(x.shape[0], chunk_size)[1]
     n_bg = background.shape[0]
@@ -136,15 +140,18 @@ def expected_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.
         keys = lambda idx: jax.vmap(lambda i: jax.random.split(jax.random.fold_in(k, i), 3))(idx)
         pick = lambda idx: jax.vmap(lambda kk: jax.random.randint(kk[0], (), 0, n_bg))(keys(idx))
         if alphas is None:
-            alpha_at = lambda idx: jax.vmap(lambda kk: jax.random.uniform(kk[1]))(keys(idx))
+            alpha_at = lambda idx: jax.vmap(lambda kk: jax.random.uniform(kk[1], (), xi.dtype))(
+                keys(idx))
         else:
             alpha_at = lambda idx: alphas[idx]
 
         def noisy_x(idx):
             if noise == 0:
                 return xi[None]
-            return xi + noise * jax.vmap(lambda kk: jax.random.normal(kk[2], xi.shape))(keys(idx))
+            return xi + noise * jax.vmap(lambda kk: jax.random.normal(kk[2], xi.shape, xi.dtype))(
+                keys(idx))
         attr = _path_sum(logits_fn, t, lambda idx: background[pick(idx)], noisy_x, alpha_at,
-                         lambda idx: jnp.full(idx.shape, 1.0 / samples), samples, per_pass)
+                         lambda idx: jnp.full(idx.shape, 1.0 / samples, xi.dtype), samples,
+                         per_pass)
         return attr.sum(-1), t, {}
     return over_examples(one, x, targets, key, chunk_size=chunk_size)

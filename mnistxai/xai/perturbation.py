@@ -15,10 +15,12 @@ from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, at_targets
 
 def window_masks(size: tuple[int, int], window: tuple[int, int],
                  stride: tuple[int, int]) -> np.ndarray:
-    """Boolean (N, H, W) masks of the occlusion windows, row-major, Captum's placement
-    (top-left corners 0, s, 2s, ... while the window fits)."""
+    """Boolean (N, H, W) masks of the occlusion windows, row-major, Captum's placement: top-left
+    corners 0, s, 2s, ..., ceil((H - h) / s) s along each axis, the last window cropped at the
+    border when the windows do not tile the image (so, with s <= window, every pixel is covered)."""
     (h, w), (wh, ww), (sh, sw) = size, window, stride
-    ys, xs = range(0, h - wh + 1, sh), range(0, w - ww + 1, sw)
+    ys = range(0, sh * -(-(h - wh) // sh) + 1, sh)
+    xs = range(0, sw * -(-(w - ww) // sw) + 1, sw)
     m = np.zeros((len(ys), len(xs), h, w), bool)
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
@@ -32,8 +34,10 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
     """Occlusion (Zeiler & Fergus 2014, arXiv:1311.2901), as Captum's ``Occlusion``.
 
     Each window is set to ``baseline``; its logit drop F(x) - F(x_occluded) is credited to every
-    pixel it covers, and each pixel's credit is averaged over the windows covering it (pixels no
-    window covers get 0). Signed, (B, H, W).
+    pixel it covers, and each pixel's credit is averaged over the windows covering it. Windows
+    start at 0, s, 2s, ... and the last is cropped at the border (``window_masks``), so every
+    pixel is covered when stride <= window (Captum requires that; a larger stride leaves pixels
+    no window covers, which get 0). Signed, (B, H, W).
 
     Exact shortcut: a window whose pixels all already equal ``baseline`` leaves x unchanged and
     its drop is exactly 0, so it is never evaluated (about half the windows of an MNIST digit on a
@@ -66,18 +70,21 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
 
 
 def rise_masks(key: jax.Array, idx: jax.Array, size: tuple[int, int], cells: int,
-               p: float) -> jax.Array:
-    """RISE masks number ``idx`` (k,) -> (k, H, W) in [0, 1], mask i drawn from fold_in(key, i).
+               p: float, dtype=jnp.float32) -> jax.Array:
+    """RISE masks number ``idx`` (k,) -> (k, H, W) in [0, 1] of ``dtype``, mask i drawn from
+    fold_in(key, i).
 
     A ``cells`` x ``cells`` Bernoulli(p) grid is bilinearly upsampled to (cells + 1) cell sizes
-    and cropped at a random shift of less than one cell (Petsiuk et al. 2018, sec. 3.2).
+    and cropped at a random shift of less than one cell (Petsiuk et al. 2018, sec. 3.2). RISE's
+    code resizes with skimage's mode='reflect', ``jax.image.resize`` clamps at the edge: they
+    differ in the outermost upsampled pixels, which a crop at shift 0 or 1 keeps.
     """
     h, w = size
     ch, cw = math.ceil(h / cells), math.ceil(w / cells)
 
     def one(i):
         kg, ky, kx = jax.random.split(jax.random.fold_in(key, i), 3)
-        grid = jax.random.bernoulli(kg, p, (cells, cells)).astype(jnp.float32)
+        grid = jax.random.bernoulli(kg, p, (cells, cells)).astype(dtype)
         up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear",
                               antialias=False)
         dy, dx = jax.random.randint(ky, (), 0, ch), jax.random.randint(kx, (), 0, cw)
@@ -97,7 +104,7 @@ def rise(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None,
     ``chunk_size`` masked images.
     """
     examples, per_pass = plan(x.shape[0], chunk_size)
-    all_masks = rise_masks(key, jnp.arange(masks), x.shape[1:3], cells, p)  # drawn once
+    all_masks = rise_masks(key, jnp.arange(masks), x.shape[1:3], cells, p, x.dtype)  # drawn once
 
     def group(args):
         xg, tg = args                                                  # (E, H, W, C), (E,)

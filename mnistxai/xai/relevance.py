@@ -10,10 +10,10 @@ Rules for conv and dense layers (``rule``): 'epsilon' (R_j = a_j sum_k w_jk R_k 
 'alpha_beta' (alpha * positive share - beta * negative share, alpha - beta = 1) and 'gamma'
 (weights w + gamma w+). The first layer uses ``input_rule``: 'zb' (Montavon et al. 2017, pixels
 bounded in [0, 1], the default) or 'same' (the layer rule). ReLU passes relevance unchanged;
-2x2 max-pool sends it to the winner (ties share it evenly: the gradient of max); global average
+2x2 max-pool sends it to the winner (ties share it evenly: JAX's gradient of max); global average
 pooling is linear and uses the z-rule. Relevance starts as the target logit, so on a bias-free
-network sum(R_input) = logit (up to eps). Captum's LRP differs: epsilon rule everywhere by default,
-no BatchNorm folding (it refuses BatchNorm) and no zB first layer.
+network sum(R_input) = logit (up to eps). Captum's LRP differs: its default is the epsilon rule (epsilon 1e-9) on every layer,
+BatchNorm included as a layer of its own (not folded into the conv), and it has no zB rule.
 """
 
 from __future__ import annotations

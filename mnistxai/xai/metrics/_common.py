@@ -84,7 +84,8 @@ def descending_order(values: jax.Array, key: Optional[jax.Array]) -> jax.Array:
     """Indices of the flat ``values`` from largest to smallest.
 
     Ties are broken uniformly at random with ``key`` (a constant map then gives a random order,
-    so its score is the random-order expectation) and by index without it (Quantus: ``np.argsort``).
+    so its score is the random-order expectation) and by index without it (a stable sort;
+    Quantus's ``np.argsort`` is quicksort, whose tie order is unspecified).
     """
     if key is None:
         return jnp.argsort(-values, stable=True)
@@ -119,6 +120,7 @@ def spearman(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def normalize_by_max(maps: jax.Array) -> jax.Array:
-    """(B, H, W) maps divided by their largest |value| (Quantus ``normalise_by_max``); zeros stay zeros."""
+    """(B, H, W) maps each divided by its own largest |value|; zeros stay zeros. (Quantus's
+    ``normalise_by_max`` divides the whole batch by one max unless given ``normalise_axes``.)"""
     m = jnp.abs(maps).max(axis=(-2, -1), keepdims=True)
     return maps / jnp.where(m > 0, m, 1.0)

@@ -10,9 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_EPS = 1e-7  # Quantus adds it to the sorted |a| in Sparseness
-
-
 def _flat_abs(attributions) -> jax.Array:
     a = jnp.asarray(attributions, jnp.float32)
     return jnp.abs(a.reshape(a.shape[0], -1))
@@ -27,18 +24,23 @@ def _check(attributions) -> None:
 
 @jax.jit
 def _gini(attributions):
-    a = jnp.sort(_flat_abs(attributions), axis=-1) + _EPS
+    a = jnp.sort(_flat_abs(attributions), axis=-1)
     n = a.shape[-1]
     i = jnp.arange(1, n + 1, dtype=a.dtype)
-    return ((2 * i - n - 1) * a).sum(-1) / (n * a.sum(-1))
+    total = a.sum(-1)
+    gini = ((2 * i - n - 1) * a).sum(-1) / (n * jnp.where(total > 0, total, 1.0))
+    return jnp.where(total > 0, gini, 0.0)
 
 
 def sparseness(attributions) -> jax.Array:
     """Gini index of |attribution| (Chalasani et al. 2020, arXiv:1810.06583). Higher is sparser.
 
-    G = sum_i (2i - n - 1) a_(i) / (n sum_i a_(i)) over the n sorted values a_(1) <= ... <= a_(n),
-    with Quantus's +1e-7 on each value (so an all-zero map gives 0, not NaN). In [0, 1):
-    0 for a constant map, (n - 1) / n for a single non-zero pixel. (B, H, W) -> (B,).
+    G = sum_i (2i - n - 1) a_(i) / (n sum_i a_(i)) over the n sorted values a_(1) <= ... <= a_(n).
+    In [0, 1): 0 for a constant map, (n - 1) / n for a single non-zero pixel, and unchanged when
+    the map is scaled. An all-zero map gives 0. This is Quantus 0.6's ``Sparseness`` formula
+    without its offset: Quantus adds 1e-7 to every value (after dividing the batch by its max
+    |a|, its default), so a map's score there depends on its scale relative to the largest map
+    of its batch. (B, H, W) -> (B,).
     """
     _check(attributions)
     return _gini(attributions)
@@ -56,8 +58,9 @@ def complexity(attributions) -> jax.Array:
     """Entropy of the fractional contributions |a_i| / sum |a| (Bhatt et al. 2020,
     arXiv:2005.00631), in nats. Lower is simpler; in [0, log n] (log 784 = 6.66 for MNIST).
 
-    As Quantus's ``Complexity`` (``scipy.stats.entropy`` of the normalised |a|), except that an
-    all-zero map counts as uniform (log n) where Quantus returns NaN. (B, H, W) -> (B,).
+    As Quantus 0.6's ``Complexity`` (-sum p log(p + 1e-12) with p = |a| / sum |a|), without the
+    1e-12, and an all-zero map counts as uniform (log n) where Quantus returns NaN.
+    (B, H, W) -> (B,).
     """
     _check(attributions)
     return _entropy(attributions)

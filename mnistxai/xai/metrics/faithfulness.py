@@ -92,7 +92,8 @@ def deletion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
              chunk_size: int = DEFAULT_CHUNK) -> dict:
     """Deletion AUC (Petsiuk et al. 2018, RISE, arXiv:1806.07421). Lower is better.
 
-    Pixels are set to ``baseline`` (0 = black, RISE's deletion substrate) in descending order of
+    Pixels are set to ``baseline`` (0 = black; RISE's substrate is zero on mean/std-normalised
+    ImageNet inputs, i.e. the mean colour, the nearest thing to neutral there) in descending order of
     the signed attribution, ``784 / steps`` at a time; the curve is the target's score after each
     step (steps + 1 points, the first on the intact image) and ``auc`` its trapezoid area with the
     x axis scaled to [0, 1], as RISE's code. Pass softmax probabilities as ``score_fn`` (RISE does).
@@ -101,13 +102,16 @@ def deletion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
       score_fn: ``(N, H, W, C) -> (N, K)`` scores; x: (B, H, W, C); attributions: (B, H, W);
       targets: int (B,); steps: 16 (RISE uses 224 px per step on 224x224 images: 224 steps).
       key: breaks ties in the ranking uniformly at random (one key or (B,) keys); None breaks them
-        by pixel index (Quantus's behaviour). A constant map with a key gives the random-order curve.
+        by pixel index (a stable sort; Quantus's ``np.argsort`` is not stable, so its tie order
+        is unspecified). A constant map with a key gives the random-order curve.
     Returns:
       ``{"auc": (B,), "curve": (B, steps + 1), "evaluated": int32 (B,)}``, the last the number of
       curve points run through the model: a step that removes only pixels already equal to
       ``baseline`` leaves the image as it was, and takes the previous point's score.
-    Quantus has no deletion/insertion metric; with ``steps=784`` and the AOPC instead of the AUC
-    this curve is Quantus's ``PixelFlipping`` (black baseline).
+    Quantus has no deletion/insertion metric. With ``steps=784``, ``curve[:, 1:]`` is Quantus
+    0.6's ``PixelFlipping`` curve (one pixel a step, black baseline, softmax scores; ties may be
+    ordered differently, see ``key``); its ``return_auc_per_sample`` is ``np.trapz(curve[:, 1:])``
+    with dx = 1: no intact-image point and no [0, 1] scaling.
     """
     check_inputs(x, attributions, targets)
     check_positive(steps=steps, chunk_size=chunk_size)
@@ -168,10 +172,12 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
     attribution, most relevant first (``"morf"``: higher AOPC is better) or least relevant first
     (``"lerf"``: lower is better); the first ``regions`` of them are replaced one at a time by
     ``baseline``: ``"uniform"`` noise U[0, 1] (Samek's choice; needs ``key``) or a constant.
-    AOPC = mean over k = 0..regions of (f(x) - f(x_k)) for the target score.
-    With ``patch=1`` and ``baseline=0.0`` this is pixel flipping (Bach et al. 2015).
-    Differs from Quantus's ``RegionPerturbation`` (patch 8 sliding, overlaps skipped, 100
-    regions): a fixed grid (28 = 7 x 4), so every region is scored once; 24 of the 49 regions.
+    AOPC = mean over k = 0..regions of (f(x) - f(x_k)) for the target score, as Samek et al.
+    (the k = 0 term is 0). With ``patch=1`` and ``baseline=0.0`` this is pixel flipping (Bach et
+    al. 2015). Quantus 0.6's ``RegionPerturbation`` also uses a fixed grid of non-overlapping
+    blocks, but 8 x 8 (28 px padded to 32: 16 blocks), a black baseline and softmax scores, and
+    returns the drops f(x) - f(x_k) for k = 1..min(100, blocks) with no AOPC: their mean is this
+    AOPC x (regions + 1) / regions. Here: 4 x 4 regions (28 = 7 x 4), 24 of the 49.
 
     Returns ``{"aopc": (B,), "curve": (B, regions + 1), "evaluated": (B,)}`` (regions already
     equal to a constant baseline are skipped, as in ``deletion``).
@@ -334,11 +340,13 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
 
     For perturbations I, s = I . attr and d = f(x) - f(x - I) for the target score:
     infidelity = min_b E[(b s - d)^2] / E[d^2] = 1 - E[s d]^2 / (E[s^2] E[d^2]).
-    ``perturbation``: ``"square"`` (default; Yeh's square removal, as Quantus's default: a random
-    ``patch`` x ``patch`` square of the image set to 0, I = x on it) or ``"gaussian"`` (Yeh's
-    noisy baseline, I ~ N(0, sigma^2) per pixel). Yeh's definition is E[(s - d)^2]; the optimal
-    scale b (their code applies it too) makes maps of different units comparable, and dividing by
-    E[d^2] makes images comparable; Quantus reports the raw squared error. Exact (0) for a linear
+    ``perturbation``: ``"square"`` (default; Yeh's square removal: a random ``patch`` x ``patch``
+    square of the image set to 0, I = x on it) or ``"gaussian"`` (Yeh's noisy baseline,
+    I ~ N(0, sigma^2) per pixel). Yeh's definition is E[(s - d)^2]; the optimal scale b (their
+    code applies it too) makes maps of different units comparable, and dividing by E[d^2] makes
+    images comparable. Quantus 0.6's ``Infidelity`` differs: by default it visits every block of
+    a fixed 4 x 4 grid in raster order, blackening them cumulatively, and reports the raw mean
+    squared error between the drops and the attribution sums (no scale fitting, no division). Exact (0) for a linear
     score and its gradient map. The leaderboard passes the target logit. ``drops``:
     ``infidelity_drops`` of the same arguments, to skip the model calls. Returns (B,).
     """

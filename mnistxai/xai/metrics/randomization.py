@@ -93,8 +93,9 @@ def model_parameter_randomization(explain_fn: ExplainFn, model, randomized: Sequ
         with the same keys for every model, so a stochastic method's noise is held fixed.
       model: the trained model; randomized: ``[(name, model)]``, e.g. ``cascading_randomization``.
       x: (B, H, W, C); targets: int (B,), kept fixed (Adebayo et al.: the original prediction).
-      key: one key or (B,) keys. absolute: compare |maps| (default; Adebayo et al. report both,
-        Quantus's ``MPRT`` compares the raw maps with Spearman by default).
+      key: one key or (B,) keys. absolute: compare |maps| (default; Adebayo et al. report both;
+        Quantus 0.6's ``MPRT`` also compares |maps|, after ``normalise_by_max``, with Spearman,
+        top-down).
     Returns:
       ``{name: {"spearman": (B,), "ssim": (B,)}}`` in the order of ``randomized``; SSIM is on
       maps min-max scaled to [0, 1] each (data range 1), as Adebayo et al. normalise them.

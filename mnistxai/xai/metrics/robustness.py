@@ -48,10 +48,12 @@ def max_sensitivity(explain_fn: ExplainFn, model, x, attributions, targets, *, k
 
     max over ``samples`` draws of delta ~ U[-radius, radius]^d of
     ||e(x + delta) - e(x)||_F / ||e(x)||_F, every map first divided by its max |value|, and the
-    targets kept fixed. As Quantus's ``MaxSensitivity`` (uniform noise of radius 0.2, Frobenius
-    norms, ``normalise_by_max``), except: 10 samples instead of 200 (a lower bound of Quantus's
+    targets kept fixed. As Quantus 0.6's ``MaxSensitivity`` (uniform noise of radius 0.2,
+    Frobenius norms, the maximum over samples), except: each map is first divided by its own max
+    |value| (Quantus's default is ``normalise=False``, the raw maps; with ``normalise=True`` it
+    divides a whole batch by one max), 10 samples instead of 200 (a lower bound of Quantus's
     maximum; pass ``samples=200`` to match), and the perturbed input is clipped to ``clip``
-    (default [0, 1], the model's input range; None to not clip).
+    (default [0, 1], the model's input range; None to not clip; Quantus does not clip).
 
     Args:
       explain_fn: ``(model, x, targets, keys) -> (B, H, W)``; model: its first argument.
