@@ -18,12 +18,17 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from mnistxai import data, demo, viz
-from mnistxai.checkpoint import CheckpointError, load_classifier, load_generator, load_vae, resolve_checkpoint_dir
-from mnistxai.cli import ArgumentParser, run_main
-from mnistxai.report import Figure, Section, markdown_to_html, write_report
-from mnistxai.xai import activation_max as am, latent_walk as lw, parse_methods
+from mnistxai import data
+from mnistxai.report import demo, viz
+from mnistxai.training.checkpoint import CheckpointError, load_classifier, load_generator, load_vae, resolve_checkpoint_dir
+from mnistxai.util.cli import ArgumentParser, run_main
+from mnistxai.report.html import Figure, Section, markdown_to_html, write_report
+from mnistxai.util import streams
+from mnistxai.xai import parse_methods
+from mnistxai.xai.synthesis import activation_max as am, latent_walk as lw
+from mnistxai.util.errors import InputError
 
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 AM_STARTS = {False: 4, True: 2}  # random starts per class for activation maximization: {--quick: starts}
 
 
@@ -54,7 +59,7 @@ def main(argv=None):
     start = time.perf_counter()
     methods = parse_methods(args.methods)
     if args.grid_size < 1 or args.tour_points < 10 or args.am_steps < 1:
-        raise ValueError("--grid-size and --am-steps must be >= 1, --tour-points >= 10")
+        raise InputError("--grid-size and --am-steps must be >= 1, --tour-points >= 10")
     try:
         classifier = load_classifier(args.checkpoint)
     except CheckpointError as e:
@@ -62,13 +67,13 @@ def main(argv=None):
     run_dir = resolve_checkpoint_dir(args.checkpoint).parents[1]
     board = Path(args.leaderboard) if args.leaderboard else run_dir / "leaderboard"
     if args.leaderboard and not (board / "leaderboard.md").is_file():
-        raise FileNotFoundError(f"no leaderboard.md in {board}: write one with "
+        raise InputError(f"no leaderboard.md in {board}: write one with "
                                 f"python -m mnistxai.evaluate --out {board}")
     generative = load_generative(args.vae, args.generator)
     user_image = demo.load_user_image(args.image) if args.image else None
-    images, labels = data.load("mnist", "test", args.data_dir)
+    images, labels = data.load(classifier.dataset, "test", args.data_dir)
     try:
-        background = data.load("mnist", "train", args.data_dir)[0][:200]
+        background = data.load(classifier.dataset, "train", args.data_dir)[0][:200]
     except data.DataError:
         background = images[-200:]
     background = data.to_model_input(background)
@@ -78,6 +83,7 @@ def main(argv=None):
     key = jax.random.key(args.seed)
     print(f"JAX on {jax.devices()[0].platform}; {len(methods)} methods; writing to {out}/")
 
+    names = data.CLASS_NAMES[classifier.dataset]
     probs = demo.probabilities(classifier, x_all)
     preds = probs.argmax(-1)
     accuracy = float((preds == labels).mean())
@@ -85,9 +91,9 @@ def main(argv=None):
         try:
             singles = [int(i) for i in args.indices.split(",")]
         except ValueError:
-            raise ValueError(f"--indices must be comma-separated integers, got {args.indices!r}") from None
+            raise InputError(f"--indices must be comma-separated integers, got {args.indices!r}") from None
         if not singles or min(singles) < 0 or max(singles) >= len(images):
-            raise ValueError(f"--indices must be in 0..{len(images) - 1}")
+            raise InputError(f"--indices must be in 0..{len(images) - 1}")
     else:
         singles = [int(np.flatnonzero(labels == c)[0]) for c in range(10)]
     wrong = np.flatnonzero(preds != labels)
@@ -112,16 +118,17 @@ def main(argv=None):
     for i in tqdm(singles, desc="digit figures"):
         single_maps = {m: v[0] for m, v in take([i]).items()}
         fig = viz.plot_digit_analysis(x_all[i, ..., 0], single_maps, probs[i], int(labels[i]),
-                                      title=f"test image {i}: true {labels[i]}, predicted {preds[i]}")
+                                      title=f"test image {i}: true {names[labels[i]]}, predicted "
+                                            f"{names[preds[i]]}", class_names=names)
         viz.save_figure(fig, out / f"digit_{i}.png")
-        figs.append(Figure(f"digit_{i}.png", f"Test image {i} (true {labels[i]}, predicted {preds[i]}, "
+        figs.append(Figure(f"digit_{i}.png", f"Test image {i} (true {names[labels[i]]}, predicted {names[preds[i]]}, "
                                               f"p={probs[i].max():.3f}): every method, each map on its own scale."))
     sections.append(Section("Single digits", "Each method's map over the digit. Unsigned maps use "
                             f"'{viz.UNSIGNED_CMAP}'; signed maps use '{viz.SIGNED_CMAP}' (red supports the "
                             "explained class, blue opposes it) with the digit's outline.", figs))
 
     fig = viz.plot_method_grid(x_all[grid, ..., 0], take(grid), labels[grid], preds[grid],
-                               title="Digits x methods (green: correct, red: wrong)")
+                               title="Digits x methods (green: correct, red: wrong)", class_names=names)
     viz.save_figure(fig, out / "batch_grid.png")
     sections.append(Section("Batch grid", "Rows are test digits (the last rows are misclassified ones), "
                             "columns are methods; the explained class is the predicted one.",
@@ -130,26 +137,28 @@ def main(argv=None):
     if bad is not None:
         pair = [good, bad]
         fig = viz.plot_method_grid(x_all[pair, ..., 0], take(pair), labels[pair], preds[pair], normalize=True,
-                                   title="GOOD (confidently correct) vs BAD (confidently wrong)")
+                                   title="GOOD (confidently correct) vs BAD (confidently wrong)", class_names=names)
         viz.save_figure(fig, out / "good_vs_bad.png")
         sections.append(Section("GOOD vs BAD", f"Top row: test image {good}, correct with p={probs[good].max():.3f}. "
-                                f"Bottom row: test image {bad}, true {labels[bad]} but predicted {preds[bad]} "
+                                f"Bottom row: test image {bad}, true {names[labels[bad]]} but predicted {names[preds[bad]]} "
                                 f"with p={probs[bad].max():.3f}.",
                                 [Figure("good_vs_bad.png", "All maps min-max scaled to [0, 1] on one scale.")]))
 
-    viz.save_figure(viz.plot_confusion_matrix(cm, f"Confusion matrix (test accuracy {100 * accuracy:.2f}%)"),
-                    out / "confusion_matrix.png")
+    viz.save_figure(viz.plot_confusion_matrix(cm, f"Confusion matrix (test accuracy {100 * accuracy:.2f}%)",
+                                              class_names=names), out / "confusion_matrix.png")
     confusion_figs = [Figure("confusion_matrix.png", "Rows: true class; columns: predicted; colour: errors.")]
     if pairs:
         fig = viz.plot_method_grid(x_all[pair_examples, ..., 0], take(pair_examples), labels[pair_examples],
-                                   preds[pair_examples], title="One example of each most-confused pair")
+                                   preds[pair_examples], title="One example of each most-confused pair",
+                                   class_names=names)
         viz.save_figure(fig, out / "confused_pairs.png")
         confusion_figs.append(Figure("confused_pairs.png", "What the network looked at when it confused them."))
     sections.append(Section("Confusion analysis", f"{len(wrong)} of {len(labels)} test digits are misclassified.",
-                            confusion_figs, tables=[(["true", "predicted as", "count"], [list(p) for p in pairs])]))
+                            confusion_figs, tables=[(["true", "predicted as", "count"],
+                                                     [[names[t], names[p], c] for t, p, c in pairs])]))
 
     (vae, vae_dir), (generator, generator_dir), absent = generative
-    sections.append(am_section(classifier, generator, vae, out, jax.random.fold_in(key, 5), args, absent))
+    sections.append(am_section(classifier, generator, vae, out, streams.fold(key, "activation_max"), args, absent))
     sections.append(walk_section(classifier, vae, x_all, labels, preds, pairs, out, args, absent))
 
     curves = []
@@ -162,7 +171,7 @@ def main(argv=None):
 
     tour = np.random.default_rng(args.seed).permutation(len(images))[:args.tour_points]
     features = np.asarray(jax.jit(lambda c, b: c.features(b, "dense"))(classifier, x_all[tour]))
-    demo.grand_tour_gif(features, labels[tour], out / "grand_tour.gif", jax.random.fold_in(key, 99))
+    demo.grand_tour_gif(features, labels[tour], out / "grand_tour.gif", streams.fold(key, "grand_tour"))
     sections.append(Section("Grand tour", "The 256 penultimate activations of test digits, reduced to 8 "
                             "principal components and turned smoothly through 2-D views.",
                             [Figure("grand_tour.gif", f"{len(tour)} test digits coloured by class.")]))
@@ -184,10 +193,11 @@ def main(argv=None):
     settings = {"checkpoint": args.checkpoint, "test accuracy": f"{100 * accuracy:.2f}%", "seed": args.seed,
                 "VAE": str(vae_dir or "none"), "generator": str(generator_dir or "none"),
                 "activation maximization": f"{args.am_steps} steps, {AM_STARTS[args.quick]} starts per class",
-                "method settings": "quick" if args.quick else "reference (see mnistxai.demo.DEMO_OPTIONS)",
+                "method settings": "quick (each method's registered quick options)" if args.quick else "each method's defaults",
                 **{f"options: {m}": demo.describe_options(m, args.quick) for m in methods}}
     page = write_report(out, "mnistxai: why the CNN decides as it does",
-                        f"Explanations of {args.checkpoint} on MNIST test digits.", sections, settings)
+                        f"Explanations of {args.checkpoint} on {DATASET_TITLES[classifier.dataset]} test images.",
+                        sections, settings)
     print(f"wrote {page} in {time.perf_counter() - start:.0f} s")
 
 
@@ -227,7 +237,8 @@ def am_section(classifier, generator, vae, out: Path, key, args, absent: str):
         preds[name], probs[name] = p.argmax(-1), p.max(-1)
         notes.append(f"{name}: {100 * am.success_rate(r):.0f}% of {10 * starts} images classified as their "
                      f"target, mean logit {float(r.initial.mean()):.1f} -> {float(r.final.mean()):.1f}")
-    viz.save_figure(viz.plot_am_gallery(rows, preds, probs, "What maximizes each class logit"),
+    viz.save_figure(viz.plot_am_gallery(rows, preds, probs, "What maximizes each class logit",
+                                        class_names=data.CLASS_NAMES[classifier.dataset]),
                     out / "activation_maximization.png")
     text = (f"Gradient ascent on each class logit, {args.am_steps} Adam steps, {starts} random starts per class, "
             "ten classes at once; each column shows the start that reached the highest logit. Pixel AM uses "

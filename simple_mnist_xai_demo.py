@@ -21,7 +21,8 @@ os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 " + os.environ.get
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mnistxai.cli import ArgumentParser, run_main  # noqa: E402
+from mnistxai.util.cli import ArgumentParser, run_main  # noqa: E402
+from mnistxai.util.errors import InputError
 
 
 def main(argv=None):
@@ -35,14 +36,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     start = time.perf_counter()
 
-    from mnistxai import demo, viz
-    from mnistxai.checkpoint import CheckpointError, load_classifier
-    from mnistxai.classifier import Classifier
-    from mnistxai.models import CNN, init_cnn
+    from mnistxai.report import demo, viz
+    from mnistxai.training.checkpoint import CheckpointError, load_classifier
+    from mnistxai.models.classifier import Classifier
+    from mnistxai.models.cnn import CNN, init_cnn
     from mnistxai.xai import parse_methods
 
     if not 1 <= args.digits <= 10:
-        raise ValueError(f"--digits must be in 1..10, got {args.digits}")
+        raise InputError(f"--digits must be in 1..10, got {args.digits}")
     methods = parse_methods(args.methods)
     images, labels, source = demo.sample_digits(args.data_dir)
     images, labels = images[:args.digits], labels[:args.digits]

@@ -12,9 +12,11 @@
 import dataclasses
 import sys
 
-from mnistxai.cli import ArgumentParser, run_main
-from mnistxai.train import TrainConfig, TrainingInterrupted, train_and_evaluate
-from mnistxai.train_generative import GANConfig, VAEConfig, train_generator, train_vae
+from mnistxai.util.cli import ArgumentParser, run_main
+from mnistxai.training.cnn import TrainConfig, train_and_evaluate
+from mnistxai.training.loop import TrainingInterrupted
+from mnistxai.training.generative import GANConfig, VAEConfig, train_generator, train_vae
+from mnistxai.util.errors import InputError
 
 DEFAULTS = TrainConfig()
 MODELS = {"cnn": (TrainConfig, train_and_evaluate), "vae": (VAEConfig, train_vae),
@@ -26,7 +28,7 @@ def _default(name: str) -> str:
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description=__doc__.splitlines()[0], epilog="Defaults live in mnistxai.train.TrainConfig and mnistxai.train_generative.VAEConfig, GANConfig.")
+    p = ArgumentParser(description=__doc__.splitlines()[0], epilog="Defaults live in mnistxai.training.cnn.TrainConfig and mnistxai.training.generative.VAEConfig, GANConfig.")
     p.add_argument("--model", default="cnn", choices=list(MODELS), help="what to train (default: cnn)")
     p.add_argument("--dataset", default=DEFAULTS.dataset, help="mnist or fashion_mnist (default: mnist)")
     p.add_argument("--data-dir", help="folder with the four IDX files (default: $MNISTXAI_DATA_DIR, then others)")
@@ -68,7 +70,7 @@ def make_config(args):
     unknown = sorted(set(values) - fields)
     if unknown:
         flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
-        raise ValueError(f"{flags}: not a setting of --model {args.model}")
+        raise InputError(f"{flags}: not a setting of --model {args.model}")
     return config_cls(**values).validate()
 
 

@@ -1,6 +1,6 @@
-"""Throughput of ``mnistxai.explain`` runs, extrapolated to the 10,000 MNIST test images.
+"""Throughput of ``mnistxai.pipelines.explain`` runs, extrapolated to the 10,000 MNIST test images.
 
-    PYTHONPATH=. python benchmarks/explain_speed.py --checkpoint runs/cnn [--images 2048] \\
+    python benchmarks/explain_speed.py --checkpoint runs/cnn [--images 2048] \\
         [--ig-images 256] [--batch-size 256]
 
 Runs the real resumable pipeline (explain, predictions, float16 parts on disk, merge) into a
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from mnistxai.explain import ExplainConfig, explain_run, peak_rss_mb
+from mnistxai.pipelines.explain import ExplainConfig, explain_run, peak_rss_mb
 
 TARGETS = {"saliency": 15.0, "grad_x_input": 15.0, "gradcam": 15.0, "integrated_gradients": 420.0}
 

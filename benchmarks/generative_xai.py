@@ -8,19 +8,19 @@ measurement with its wall time.
 """
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mnistxai import checkpoint, data, viz  # noqa: E402
-from mnistxai.cli import ArgumentParser, run_main  # noqa: E402
-from mnistxai.xai import activation_max as am  # noqa: E402
-from mnistxai.xai import counterfactual as cf  # noqa: E402
-from mnistxai.xai import latent_walk as lw  # noqa: E402
+from mnistxai import data
+from mnistxai.training import checkpoint
+from mnistxai.report import viz
+from mnistxai.util.cli import ArgumentParser, run_main
+from mnistxai.xai.synthesis import activation_max as am
+from mnistxai.xai.synthesis import counterfactual as cf
+from mnistxai.xai.synthesis import latent_walk as lw
 
 
 def timed(fn, *args, **kwargs):

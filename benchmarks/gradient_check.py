@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai import xai
-from mnistxai.checkpoint import load_classifier
+from mnistxai.training.checkpoint import load_classifier
 from mnistxai.data import load, to_model_input
-from mnistxai.models import max_pool_2x2
+from mnistxai.models.cnn import max_pool_2x2
 
 
 def flax_grad(clf, x, t):

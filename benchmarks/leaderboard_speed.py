@@ -1,11 +1,11 @@
 """Time of the full leaderboard (every method + the baselines, every metric), extrapolated to
 1,000 test images.
 
-    PYTHONPATH=. python benchmarks/leaderboard_speed.py --checkpoint runs/cnn [--small 32] \\
+    python benchmarks/leaderboard_speed.py --checkpoint runs/cnn [--small 32] \\
         [--large 96] [--target-images 1000] [--methods all]
 
-Explains the first ``--large`` test images with every method (``mnistxai.explain``), then runs
-``mnistxai.evaluate`` twice: on ``--small`` images (cold: compiling included) and on ``--large``
+Explains the first ``--large`` test images with every method (``mnistxai.pipelines.explain``), then runs
+``mnistxai.pipelines.evaluate`` twice: on ``--small`` images (cold: compiling included) and on ``--large``
 images (warm; same batch shapes). Per method, the warm run gives the per-image cost of the metrics
 that score every image (its time less the re-explaining metrics', which always use the same first
 32 images); the estimate for ``--target-images`` is t(small, cold) + (target - small) x that
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnistxai.checkpoint import load_classifier
-from mnistxai.evaluate import EvalConfig, evaluate_run
-from mnistxai.explain import ExplainConfig, explain_run, peak_rss_mb
+from mnistxai.training.checkpoint import load_classifier
+from mnistxai.pipelines.evaluate import EvalConfig, evaluate_run
+from mnistxai.pipelines.explain import ExplainConfig, explain_run, peak_rss_mb
 from mnistxai.xai import parse_methods
 
 

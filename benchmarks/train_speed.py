@@ -13,18 +13,15 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mnistxai.models import CNN  # noqa: E402
-from mnistxai.train import TrainConfig, create_state, make_optimizer, make_train_step, train_and_evaluate  # noqa: E402
+from mnistxai.models.cnn import CNN
+from mnistxai.training.cnn import TrainConfig, create_state, make_optimizer, make_train_step, train_and_evaluate
 
 
 def step_throughput(batch_size: int, steps: int) -> float:

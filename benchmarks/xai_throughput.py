@@ -1,13 +1,14 @@
 """Images/s and achieved GFLOP/s of each XAI method on the seed CNN, for MNIST test images.
 
-    PYTHONPATH=. python benchmarks/xai_throughput.py [--checkpoint WORKDIR] [--methods a,b]
+    python benchmarks/xai_throughput.py [--checkpoint WORKDIR] [--methods a,b]
 
-Reference configurations of the issue: IG 50 steps, SmoothGrad and expected gradients 50 samples
-(100 test images as background), occlusion 4x4 window stride 2, RISE 1000 masks. Random weights
+Every method runs with its registered defaults (IG 50 steps, SmoothGrad and expected gradients 50
+samples with 100 test images as background, occlusion 4x4 window stride 2, RISE 1000 masks), on
+1024, 64 or 16 images per call by its cost class (``Method.cost``). Random weights
 unless --checkpoint is given (throughput hardly depends on the weights, except occlusion's skip of
 windows on black pixels, which depends only on the images).
 
-FLOPs are analytic: (model passes per image) x (XLA cost_analysis of one forward, or of one
+FLOPs are analytic: (model passes per image, ``Method.passes``) x (XLA cost_analysis of one forward, or of one
 forward + input-gradient backward, compiled for a batch of 256 and divided by 256). XLA's own
 count of a whole method is not used because it counts a loop body once, not once per trip.
 """
@@ -22,28 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai import data
-from mnistxai.checkpoint import load_classifier
-from mnistxai.classifier import Classifier
-from mnistxai.models import CNN, init_cnn
+from mnistxai.training.checkpoint import load_classifier
+from mnistxai.models.classifier import Classifier
+from mnistxai.models.cnn import CNN, init_cnn
 from mnistxai import xai
-from mnistxai._jit import jit
+from mnistxai.util.jit import jit
 
-# method: (options, examples per timed call, gradient passes, forward passes) per image
-CONFIGS = {
-    "saliency": ({}, 1024, 1, 0),
-    "grad_x_input": ({}, 1024, 1, 0),
-    "guided_backprop": ({}, 1024, 1, 0),
-    "gradcam": ({}, 1024, 0, 1),      # + a backward through GAP and dense only: not counted
-    "gradcam_pp": ({}, 1024, 0, 1),
-    "layercam": ({}, 1024, 0, 1),
-    "lrp": ({}, 512, 1, 1),           # forward, then per layer a z recomputation and a VJP
-    "integrated_gradients": ({"steps": 50}, 64, 50, 2),
-    "smoothgrad": ({"samples": 50}, 64, 50, 1),
-    "expected_gradients": ({"samples": 50}, 64, 50, 1),
-    "occlusion": ({"window": 4, "stride": 2}, 128, 0, None),  # forwards: counted per run
-    "scorecam": ({}, 64, 0, 129),
-    "rise": ({"masks": 1000}, 16, 0, 1001),
-}
+# images per timed call, by the method's cost class (Method.cost)
+BATCH = {"cheap": 1024, "costly": 64, "heavy": 16}
 
 
 def test_images(n: int) -> np.ndarray:
@@ -73,7 +60,7 @@ def matmul_gflops(n: int = 2048) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=None, help="workdir of a trained classifier")
-    ap.add_argument("--methods", default=",".join(CONFIGS), help="comma-separated method names")
+    ap.add_argument("--methods", default=",".join(xai.METHODS), help="comma-separated method names")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per method (best kept)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the batch sizes")
     args = ap.parse_args()
@@ -87,18 +74,19 @@ def main():
           f"{matmul_gflops():.0f} GFLOP/s (the practical peak)")
     print(f"{'method':22s} {'batch':>6s} {'images/s':>10s} {'GFLOP/s':>8s}")
     for name in args.methods.split(","):
-        options, batch, n_grad, n_fwd = CONFIGS[name]
-        batch = max(1, int(batch * args.scale))
+        spec = xai.METHODS[name]
+        options = {"background": background} if spec.background else {}
+        parsed = spec.parse(options, 1, clf)
+        batch = max(1, int(BATCH[spec.cost(parsed)] * args.scale))
         x = images[:batch]
-        if name == "expected_gradients":
-            options = dict(options, background=background)
 
         def call():
             r = xai.explain(name, clf, x, key=jax.random.key(0), **options)
             return jax.block_until_ready(r)
         result = call()  # compile
         best = min(_timed(call) for _ in range(args.repeats))
-        if n_fwd is None:  # occlusion: the windows actually evaluated, plus the unoccluded image
+        n_grad, n_fwd = spec.passes(parsed)
+        if "evaluated" in result.extras:  # occlusion: the windows actually run, plus the image
             n_fwd = float(np.mean(result.extras["evaluated"])) + 1
         flops = n_grad * grad + n_fwd * fwd
         print(f"{name:22s} {batch:6d} {batch / best:10.1f} {flops * batch / best / 1e9:8.1f}")

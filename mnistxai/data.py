@@ -23,8 +23,14 @@ import socket
 from pathlib import Path
 
 import numpy as np
+from mnistxai.util.errors import InputError
 
 DATASETS = ("mnist", "fashion_mnist")
+CLASS_NAMES = {
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
 SPLITS = ("train", "test")
 ENV_VAR = "MNISTXAI_DATA_DIR"
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -32,7 +38,7 @@ _PREFIX = {"train": "train", "test": "t10k"}
 _DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 
 
-class DataError(RuntimeError):
+class DataError(InputError):
     """Missing, unreadable or corrupt dataset files (the message says which and what to do)."""
 
 
@@ -171,9 +177,9 @@ def load(dataset: str = "mnist", split: str = "train", data_dir: str | os.PathLi
       download: allow the tensorflow-datasets download as a last resort (only when the host answers).
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if data_dir is not None:
         folders = [Path(data_dir)]
     else:

@@ -20,8 +20,8 @@ def mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def random_classifier():
     """The seed CNN with random weights and default BatchNorm statistics (eval mode)."""
-    from mnistxai.classifier import Classifier
-    from mnistxai.models import CNN, init_cnn
+    from mnistxai.models.classifier import Classifier
+    from mnistxai.models.cnn import CNN, init_cnn
 
     return Classifier(init_cnn(CNN(), jax.random.key(0)))
 
@@ -32,7 +32,7 @@ def trained_run(tmp_path_factory, mnist_dir):
 
     Shared by every test that needs a trained checkpoint, so the suite trains it once.
     """
-    from mnistxai.train import TrainConfig, train_and_evaluate
+    from mnistxai.training.cnn import TrainConfig, train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("trained_cnn")
     config = TrainConfig(data_dir=str(mnist_dir), limit_train=5000, limit_test=2000, epochs=1)
@@ -42,7 +42,7 @@ def trained_run(tmp_path_factory, mnist_dir):
 @pytest.fixture(scope="session")
 def vae_run(tmp_path_factory, mnist_dir):
     """A VAE trained for 3 short epochs (6 steps each) on 384 real images: (workdir, history)."""
-    from mnistxai.train_generative import VAEConfig, train_vae
+    from mnistxai.training.generative import VAEConfig, train_vae
 
     workdir = tmp_path_factory.mktemp("vae")
     config = VAEConfig(data_dir=str(mnist_dir), limit_train=384, limit_test=128, epochs=3, batch_size=64)
@@ -53,7 +53,7 @@ def vae_run(tmp_path_factory, mnist_dir):
 def generator_run(tmp_path_factory, mnist_dir):
     """A DCGAN trained for 8 steps on 256 real images (TINY_GAN): (workdir, history)."""
     from generative_fixtures import TINY_GAN
-    from mnistxai.train_generative import GANConfig, train_generator
+    from mnistxai.training.generative import GANConfig, train_generator
 
     workdir = tmp_path_factory.mktemp("generator")
     return workdir, train_generator(GANConfig(data_dir=str(mnist_dir), **TINY_GAN), workdir, progress=False)

@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import optax
 
 from mnistxai import data
-from mnistxai.classifier import Classifier
-from mnistxai.models import CNN, init_cnn
-from mnistxai.vae import VAE, VAEModel, init_vae, negative_elbo
+from mnistxai.models.classifier import Classifier
+from mnistxai.models.cnn import CNN, init_cnn
+from mnistxai.models.vae import VAE, VAEModel, init_vae, negative_elbo
 
 TINY_GAN = dict(limit_train=256, limit_test=100, epochs=2, batch_size=64, latent_dim=8)  # 8 steps in all
 

@@ -8,8 +8,8 @@ import pytest
 
 from generative_fixtures import mnist_test_images
 from generative_fixtures import small_classifier as trained_small_classifier
-from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
-from mnistxai.xai import activation_max as am
+from mnistxai.models.gan import Discriminator, Generator, GeneratorModel, init_gan
+from mnistxai.xai.synthesis import activation_max as am
 
 
 @pytest.fixture(scope="module")

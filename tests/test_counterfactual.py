@@ -6,7 +6,7 @@ import pytest
 
 from generative_fixtures import mnist_test_images, small_vae
 from generative_fixtures import small_classifier as trained_small_classifier
-from mnistxai.xai import counterfactual as cf
+from mnistxai.xai.synthesis import counterfactual as cf
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_demo_writes_every_section_and_a_consistent_report(tmp_path, trained_wor
 
 def test_demo_names_the_commands_for_missing_generative_models(tmp_path, monkeypatch):
     from demo_mnist_xai import load_generative
-    from mnistxai.checkpoint import CheckpointError
+    from mnistxai.training.checkpoint import CheckpointError
 
     monkeypatch.chdir(tmp_path)  # no runs/vae or runs/generator here
     (vae, vae_dir), (generator, generator_dir), note = load_generative(None, None)
@@ -90,14 +90,14 @@ def test_demo_names_the_commands_for_missing_generative_models(tmp_path, monkeyp
 
 def test_demo_without_checkpoint_says_how_to_train(tmp_path):
     result = run_script("demo_mnist_xai.py", "--checkpoint", tmp_path / "missing", "--out", tmp_path / "o")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "python train_mnist.py" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_demo_rejects_unknown_method(tmp_path, trained_workdir):
     result = run_script("demo_mnist_xai.py", "--checkpoint", trained_workdir, "--methods", "saliency,magic")
-    assert result.returncode == 1 and "unknown method(s) magic" in result.stderr
+    assert result.returncode == 2 and "unknown method(s) magic" in result.stderr
 
 
 def _chromium():
@@ -107,7 +107,7 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None, reason="LOUD: Chromium is not installed, so the report was not checked "
                     "in a real browser; .ci/run installs Debian's chromium (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    from mnistxai import report, viz
+    from mnistxai.report import html as report, viz
 
     fig = viz.plot_image_grid(np.random.default_rng(0).random((2, 3, 28, 28)), title="grid")
     viz.save_figure(fig, tmp_path / "grid.png")
@@ -125,7 +125,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_user_image_conversion_handles_either_polarity():
-    from mnistxai.demo import to_mnist_convention
+    from mnistxai.report.demo import to_mnist_convention
 
     dark_on_light = np.ones((50, 40), np.float32)
     dark_on_light[10:40, 18:22] = 0.0
@@ -140,7 +140,7 @@ def test_user_image_conversion_handles_either_polarity():
 
 
 def test_leaderboard_markdown_becomes_an_escaped_html_table():
-    from mnistxai.report import markdown_to_html
+    from mnistxai.report.html import markdown_to_html
 
     text = "# Leaderboard\n\n| method | deletion |\n| --- | ---: |\n| **saliency** | 0.12 ± 0.01 |\n| <x> | `1` |\n\nNote."
     page = markdown_to_html(text)

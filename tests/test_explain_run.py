@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 from mnistxai import data
-from mnistxai.classifier import Classifier
-from mnistxai.evaluate import (METRICS, EvalConfig, all_shared_drops, completeness,
-                               evaluate_method, evaluate_run, score_fns)
-from mnistxai.explain import ExplainConfig, explain_run, load_method
-from mnistxai.models import CNN, init_cnn
+from mnistxai.models.classifier import Classifier
+from mnistxai.pipelines.evaluate import (EvalConfig, completeness, evaluate_method, evaluate_run,
+                                         score_fns, shared_parts)
+from mnistxai.pipelines.explain import ExplainConfig, explain_run, load_method
+from mnistxai.models.cnn import CNN, init_cnn
 from mnistxai.xai import metrics as M
 from mnistxai.xai.metrics import faithfulness
 
 N = 10
+TINY = {"deletion": {"steps": 4}, "insertion": {"steps": 4}, "region_perturbation": {"regions": 4},
+        "faithfulness_correlation": {"runs": 4, "subset": 50}, "infidelity": {"samples": 4},
+        "max_sensitivity": {"samples": 2}}
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +142,7 @@ def test_cli_bad_input_is_one_line_and_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mnistxai.explain", "--checkpoint", "runs/cnn",
                            "--methods", "saliency,nonsense", "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "nonsense" in proc.stderr
 
 
@@ -148,15 +151,14 @@ def test_leaderboard_end_to_end_and_chunking(tmp_path, small, test_images):
     run = tmp_path / "run"
     explain_run(_config(methods=("saliency",), batch_size=N, options={}), run, small, images,
                 labels, progress=False)
-    tiny = dict(limit=8, robustness_images=2, steps=4, regions=4, faithfulness_runs=4, subset=50,
-                infidelity_samples=4, sensitivity_samples=2)
+    tiny = dict(limit=8, robustness_images=2, metric_options=TINY)
     res = evaluate_run(run, tmp_path / "lb", EvalConfig(**tiny, batch_size=8), small, images,
                        progress=False)
     res4 = evaluate_run(run, tmp_path / "lb4", EvalConfig(**tiny, batch_size=4), small, images,
                         progress=False)
     assert list(res["methods"]) == ["saliency", "random", "sobel"]
     for name, row in res["methods"].items():
-        for metric in METRICS:
+        for metric in M.columns():
             m, m4 = row["metrics"][metric], res4["methods"][name]["metrics"][metric]
             assert m["n"] == (2 if metric.startswith(("max_", "random")) else 8), (name, metric)
             np.testing.assert_allclose(m4["mean"], m["mean"], rtol=1e-4, atol=1e-5,
@@ -185,16 +187,19 @@ def test_a_second_evaluation_reuses_the_compiled_metrics(small, test_images):
 
 def test_shared_drops_are_used_only_for_the_targets_they_were_made_for(small, test_images):
     images = test_images[0][:6]
-    config = EvalConfig(limit=6, batch_size=3, robustness_images=0, steps=2, regions=2,
-                        faithfulness_runs=5, subset=60, infidelity_samples=4)
+    config = EvalConfig(limit=6, batch_size=3, robustness_images=0, metric_options={
+        "deletion": {"steps": 2}, "insertion": {"steps": 2}, "region_perturbation": {"regions": 2},
+        "faithfulness_correlation": {"runs": 5, "subset": 60}, "infidelity": {"samples": 4}})
     fns = score_fns(small)
     targets = np.array([1, 2, 3, 4, 5, 6], np.int32)
     maps = np.random.default_rng(0).random((6, 28, 28)).astype(np.float32)
-    right = all_shared_drops(config, images, targets, fns)
-    wrong = all_shared_drops(config, images, (targets + 1) % 10, fns)
-    assert not np.allclose(wrong[0][1]["faithfulness"], right[0][1]["faithfulness"])
-    plain, _ = evaluate_method("m", maps, targets, images, None, small, [], config, fns)
-    for drops in (right, wrong):  # shared drops for the right targets, a fallback for the others
-        got, _ = evaluate_method("m", maps, targets, images, None, small, [], config, fns, drops)
+    right = shared_parts(config, images, targets, fns)
+    wrong = shared_parts(config, images, (targets + 1) % 10, fns)
+    assert set(right[0][1]) == {"faithfulness_correlation", "infidelity"}
+    assert not np.allclose(wrong[0][1]["faithfulness_correlation"],
+                           right[0][1]["faithfulness_correlation"])
+    plain, _ = evaluate_method("m", maps, targets, images, None, small, {}, config, fns)
+    for drops in (right, wrong):  # shared parts for the right targets, a fallback for the others
+        got, _ = evaluate_method("m", maps, targets, images, None, small, {}, config, fns, drops)
         for metric in ("faithfulness_corr", "infidelity", "deletion_auc"):
             np.testing.assert_allclose(got[metric], plain[metric], rtol=1e-5, atol=1e-6)

@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from mnistxai import checkpoint, generative_eval
-from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
-from mnistxai.train import TrainingInterrupted
-from mnistxai.train_generative import GANConfig, train_generator
+from mnistxai.training import checkpoint, generative_eval
+from mnistxai.models.gan import Discriminator, Generator, GeneratorModel, init_gan
+from mnistxai.training.loop import TrainingInterrupted
+from mnistxai.training.generative import GANConfig, train_generator
 
 from generative_fixtures import TINY_GAN
 
@@ -23,8 +23,8 @@ def test_generator_range_and_shapes():
 
 def test_generator_starts_as_the_vae_decoder_with_its_class_prior(tmp_path, mnist_dir):
     from mnistxai import data
-    from mnistxai.train_generative import build_gan
-    from mnistxai.vae import VAE, VAEModel, init_vae
+    from mnistxai.training.generative import build_gan
+    from mnistxai.models.vae import VAE, VAEModel, init_vae
 
     vae = VAEModel(init_vae(VAE(latent_dim=8), jax.random.key(3))["params"], VAE(latent_dim=8))
     checkpoint.save(tmp_path / "checkpoints" / "best", 1, {"params": vae.params},

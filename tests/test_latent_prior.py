@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnistxai.gan import Discriminator, Generator, GeneratorModel, init_gan
-from mnistxai.latent_prior import GaussianMixture, fit_class_gaussians, standard_normal
-from mnistxai.train_generative import GANConfig
+from mnistxai.models.gan import Discriminator, Generator, GeneratorModel, init_gan
+from mnistxai.models.latent_prior import GaussianMixture, fit_class_gaussians, standard_normal
+from mnistxai.training.generative import GANConfig
 
 
 def _known_mixture(rng, k=3, d=4):

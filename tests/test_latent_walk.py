@@ -8,7 +8,7 @@ from flax import struct
 
 from generative_fixtures import mnist_test_images
 from generative_fixtures import small_vae as trained_small_vae
-from mnistxai.xai import latent_walk as lw
+from mnistxai.xai.synthesis import latent_walk as lw
 
 
 @pytest.fixture(scope="module")

@@ -306,7 +306,7 @@ def test_randomization_linear_model_unchanged_vs_randomized():
 
 
 def test_cnn_cascade_randomizes_top_down_and_saliency_fails_to_stay_put(random_classifier):
-    from mnistxai.evaluate import method_explain_fn
+    from mnistxai.pipelines.evaluate import method_explain_fn
 
     cascade = M.cascading_randomization(random_classifier, jax.random.key(42))
     assert [s for s, _ in cascade] == list(M.CASCADE)

@@ -4,8 +4,8 @@ import numpy as np
 import optax
 import pytest
 
-from mnistxai._jit import jit
-from mnistxai.models import CNN, LAYERS, count_params, init_cnn, max_pool_2x2, resolve_layer
+from mnistxai.util.jit import jit
+from mnistxai.models.cnn import CNN, LAYERS, count_params, init_cnn, max_pool_2x2, resolve_layer
 
 
 def test_parameter_count_and_shapes(random_classifier):
@@ -77,4 +77,4 @@ def test_project_jit_keeps_convolutions_on_xlas_own_path():
     default = jax.jit(conv).lower(x, w).compile().as_text()
     ours = jit(conv).lower(x, w).compile().as_text()
     assert "convolution(" in ours and "ynn" not in ours
-    assert "ynn" in default  # else jaxlib changed its default and mnistxai._jit should be revisited
+    assert "ynn" in default  # else jaxlib changed its default and mnistxai.util.jit should be revisited

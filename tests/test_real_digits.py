@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from mnistxai import xai
-from mnistxai.checkpoint import load_classifier
+from mnistxai.training.checkpoint import load_classifier
 from mnistxai.data import load, to_model_input
 from mnistxai.xai._core import at_targets
-from mnistxai.xai.gradients import guided_relu
+from mnistxai.xai import guided_relu
 
 DIGITS = 32
 

@@ -17,12 +17,12 @@ def run_script(*args, env_extra=None, timeout=120):
 
 
 @pytest.mark.parametrize("args, code, message", [
-    (["--epochs", "-1"], 1, "epochs must be >= 1"),
+    (["--epochs", "-1"], 2, "epochs must be >= 1"),
     (["--epochs", "two"], 2, "invalid int value"),
-    (["--dataset", "cifar10"], 1, "unknown dataset"),
-    (["--batch-size", "0"], 1, "batch_size must be >= 1"),
-    (["--data-dir", "/nonexistent/mnist"], 1, "does not exist"),
-    (["--freeze-backbone"], 1, "needs init_from"),
+    (["--dataset", "cifar10"], 2, "unknown dataset"),
+    (["--batch-size", "0"], 2, "batch_size must be >= 1"),
+    (["--data-dir", "/nonexistent/mnist"], 2, "does not exist"),
+    (["--freeze-backbone"], 2, "needs init_from"),
 ])
 def test_train_script_bad_flags(tmp_path, args, code, message):
     result = run_script("train_mnist.py", "--workdir", str(tmp_path), *args)
@@ -33,7 +33,7 @@ def test_train_script_bad_flags(tmp_path, args, code, message):
 
 def test_train_script_resume_without_checkpoint(tmp_path):
     result = run_script("train_mnist.py", "--workdir", str(tmp_path), "--resume")
-    assert result.returncode == 1 and "no checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "no checkpoint" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_train_script_help():

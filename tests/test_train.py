@@ -6,10 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from mnistxai import checkpoint
-from mnistxai.classifier import Classifier
-from mnistxai.models import CNN, init_cnn
-from mnistxai.train import TrainConfig, TrainingInterrupted, train_and_evaluate
+from mnistxai.training import checkpoint
+from mnistxai.models.classifier import Classifier
+from mnistxai.models.cnn import CNN, init_cnn
+from mnistxai.training.cnn import TrainConfig, train_and_evaluate
+from mnistxai.training.loop import TrainingInterrupted
 
 SMALL = dict(limit_train=1024, limit_test=500, epochs=2, batch_size=128)
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnistxai import checkpoint
-from mnistxai.train_generative import VAEConfig
-from mnistxai.vae import VAE, VAEModel, gaussian_kl, init_vae, reparameterize
+from mnistxai.training import checkpoint
+from mnistxai.training.generative import VAEConfig
+from mnistxai.models.vae import VAE, VAEModel, gaussian_kl, init_vae, reparameterize
 
 
 def test_elbo_improves_and_outputs_are_written(vae_run):
@@ -21,7 +21,7 @@ def test_elbo_improves_and_outputs_are_written(vae_run):
 
 def test_loaded_vae_reproduces_the_test_elbo(vae_run, mnist_dir):
     from mnistxai import data
-    from mnistxai.train_generative import vae_test_metrics
+    from mnistxai.training.generative import vae_test_metrics
 
     workdir, history = vae_run
     vae = checkpoint.load_vae(workdir)
@@ -74,5 +74,5 @@ def test_train_script_rejects_flags_of_other_models(tmp_path):
     from test_scripts import run_script
 
     result = run_script("train_mnist.py", "--model", "vae", "--workdir", str(tmp_path), "--augment-shift", "1")
-    assert result.returncode == 1 and "--augment-shift: not a setting of --model vae" in result.stderr
+    assert result.returncode == 2 and "--augment-shift: not a setting of --model vae" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnistxai import xai
-from mnistxai.xai.relevance import classifier_layers, forward
+from mnistxai.xai.methods.lrp import classifier_layers, forward
 from test_xai_tiny import tiny_fns, tiny_images, tiny_layers, tiny_params
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mnistxai import xai
-from mnistxai.xai.paths import RULES, blur
+from mnistxai.xai._core import blur
+from mnistxai.xai.methods.integrated_gradients import RULES
 from test_xai_tiny import tiny_fns, tiny_images, tiny_params
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai import xai
-from mnistxai.xai.perturbation import rise_masks
+from mnistxai.xai.methods.rise import rise_masks
 from test_xai_tiny import tiny_fns, tiny_images, tiny_params
 
 

@@ -52,5 +52,5 @@ def tiny_images(n=2, size=8, seed=1, dtype=np.float32):
 def test_tiny_layers_match_functions():
     p = tiny_params(bias=True)
     x = tiny_images()
-    from mnistxai.xai.relevance import forward
+    from mnistxai.xai.methods.lrp import forward
     np.testing.assert_allclose(forward(tiny_layers(p), x)[-1], tiny_fns(p)[0](x), rtol=1e-5)

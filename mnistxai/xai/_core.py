@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 DEFAULT_CHUNK = 256
@@ -209,3 +210,12 @@ def minmax(maps: jax.Array, axes=(-2, -1)) -> jax.Array:
     lo = maps.min(axis=axes, keepdims=True)
     span = maps.max(axis=axes, keepdims=True) - lo
     return jnp.where(span > 0, (maps - lo) / jnp.where(span > 0, span, 1), 0.0)
+
+
+def blur(x: jax.Array, sigma: float) -> jax.Array:
+    """Gaussian blur of (..., H, W, C) images, renormalised at the border (no dark frame)."""
+    def matrix(n):
+        d = np.arange(n)[:, None] - np.arange(n)[None, :]
+        m = np.exp(-0.5 * (d / sigma) ** 2)
+        return jnp.asarray(m / m.sum(1, keepdims=True), x.dtype)
+    return jnp.einsum("ij,...jkc,lk->...ilc", matrix(x.shape[-3]), x, matrix(x.shape[-2]))

@@ -4,10 +4,11 @@
 gradient (a compare, a count of ties and a division per window) and, inside loops (the chunked
 IG steps, noise samples, windows), the input-gradient convolutions, whose flipped kernels are
 recomputed in the loop body and then miss XLA's fast convolution path. Here BatchNorm is folded
-into the convs (inference statistics; equal to the Flax model up to float rounding, tested), each
-conv's backward uses a kernel flipped once outside any loop, and the pool splits each window's
-gradient among its tied maxima through a mask (JAX's own rule). Only gradients with respect to the *inputs* are correct:
-kernels get zero cotangents, so do not differentiate these functions with respect to weights.
+into the convs (``mnistxai.models.spec.folded_layers``: inference statistics, equal to the Flax
+model up to float rounding, tested), each conv's backward uses a kernel flipped once outside any
+loop, and the pool splits each window's gradient among its tied maxima through a mask (JAX's own
+rule). Only gradients with respect to the *inputs* are correct: kernels get zero cotangents, so
+do not differentiate these functions with respect to weights.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mnistxai.models import max_pool_2x2
-from mnistxai.xai.relevance import classifier_layers
+from mnistxai.models.cnn import max_pool_2x2
+from mnistxai.models.spec import folded_layers
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -109,31 +110,38 @@ def _pool_bwd(res, g):
 pool.defvjp(_pool_fwd, _pool_bwd)
 
 
+def _conv_step(layer):
+    w = layer.kernel
+    if w.shape[2] == 1:
+        return lambda x: conv_one_channel(x, w) + layer.bias
+    w_flipped = flip(w)  # once, outside every loop that calls the twin
+    return lambda x: conv_same(x, w, w_flipped) + layer.bias
+
+
+def _steps(activation):
+    """layer kind -> (folded layer -> its function of x)."""
+    return {"conv": _conv_step,
+            "dense": lambda layer: (lambda x: x @ layer.kernel + layer.bias),
+            "relu": lambda layer: activation,
+            "maxpool": lambda layer: pool,
+            "gap": lambda layer: (lambda x: x.mean((1, 2)))}
+
+
 def fast_logits(classifier):
     """``logits_fn`` (B, 28, 28, 1) -> (B, 10) equal to ``classifier.logits``, fast input gradients.
 
-    Uses ``classifier.model.activation`` (so guided ReLUs and other swaps work).
+    Built from the classifier's layer specification; uses ``classifier.model.activation`` for
+    every ReLU (so guided ReLUs and other swaps work). An unknown layer kind is an error here.
     """
-    act = classifier.model.activation
-    layers = [(l.kind, l.kernel, None if l.kernel is None or l.kind != "conv" else flip(l.kernel),
-               l.bias) for l in classifier_layers(classifier)]
-    unknown = {kind for kind, *_ in layers} - {"conv", "dense", "relu", "maxpool", "gap"}
+    steps = _steps(classifier.model.activation)
+    layers = folded_layers(classifier.model.spec, classifier.variables)
+    unknown = sorted({layer.kind for layer in layers} - set(steps))
     if unknown:
-        raise ValueError(f"fast_logits has no rule for layer kind(s) {sorted(unknown)}")
+        raise ValueError(f"fast_logits has no rule for layer kind(s) {unknown}")
+    fns = [steps[layer.kind](layer) for layer in layers]
 
     def logits_fn(x):
-        for kind, w, wf, b in layers:
-            if kind == "conv" and w.shape[2] == 1:
-                x = conv_one_channel(x, w) + b
-            elif kind == "conv":
-                x = conv_same(x, w, wf) + b
-            elif kind == "dense":
-                x = x @ w + b
-            elif kind == "relu":
-                x = act(x)
-            elif kind == "maxpool":
-                x = pool(x)
-            elif kind == "gap":
-                x = x.mean((1, 2))
+        for fn in fns:
+            x = fn(x)
         return x
     return logits_fn

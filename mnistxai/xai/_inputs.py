@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
+from mnistxai.util.errors import InputError
 
 IMAGE_SIZE = (28, 28)
 
@@ -32,14 +33,14 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
     try:
         a = np.asarray(images)
     except Exception as e:  # e.g. ragged lists
-        raise ValueError(f"{name} could not be converted to an array: {e}") from None
+        raise InputError(f"{name} could not be converted to an array: {e}") from None
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
     elif a.dtype == bool or not (np.issubdtype(a.dtype, np.floating)
                                  or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"{name} must be uint8 (0-255) or float in [0, 1], got dtype {a.dtype}")
+        raise InputError(f"{name} must be uint8 (0-255) or float in [0, 1], got dtype {a.dtype}")
     elif np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{name} of integer dtype {a.dtype} is ambiguous: pass uint8 0-255 "
+        raise InputError(f"{name} of integer dtype {a.dtype} is ambiguous: pass uint8 0-255 "
                          f"or float in [0, 1]")
     a = a.astype(compute_dtype(a))
     shape = a.shape
@@ -50,14 +51,14 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
     elif a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or a.shape[1:] != IMAGE_SIZE:
-        raise ValueError(f"{name} must have shape (28, 28), (28, 28, 1), (B, 28, 28) or "
+        raise InputError(f"{name} must have shape (28, 28), (28, 28, 1), (B, 28, 28) or "
                          f"(B, 28, 28, 1); got {shape}")
     if a.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch")
+        raise InputError(f"{name} is an empty batch")
     if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or inf")
+        raise InputError(f"{name} contains NaN or inf")
     if a.min() < 0.0 or a.max() > 1.0:
-        raise ValueError(f"float {name} must lie in [0, 1] (got [{a.min():.3g}, {a.max():.3g}]); "
+        raise InputError(f"float {name} must lie in [0, 1] (got [{a.min():.3g}, {a.max():.3g}]); "
                          f"scale them, or pass uint8 0-255")
     return a[..., None]
 
@@ -68,13 +69,13 @@ def as_targets(targets: Any, batch: int, num_classes: int) -> Optional[np.ndarra
         return None
     t = np.asarray(targets)
     if not np.issubdtype(t.dtype, np.integer) or t.dtype == bool:
-        raise ValueError(f"targets must be integers (class indices), got dtype {t.dtype}")
+        raise InputError(f"targets must be integers (class indices), got dtype {t.dtype}")
     if t.ndim == 0:
         t = np.full((batch,), t)
     if t.shape != (batch,):
-        raise ValueError(f"targets must be an int or have shape ({batch},), got {t.shape}")
+        raise InputError(f"targets must be an int or have shape ({batch},), got {t.shape}")
     if t.min() < 0 or t.max() >= num_classes:
-        raise ValueError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+        raise InputError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
     return t.astype(np.int32)
 
 
@@ -82,14 +83,14 @@ def as_key(key: Any, method: str, needed: bool):
     """A typed PRNG key, or None. Stochastic methods refuse to pick a seed for the user."""
     if key is None:
         if needed:
-            raise ValueError(f"method {method!r} is stochastic: pass key=jax.random.key(seed)")
+            raise InputError(f"method {method!r} is stochastic: pass key=jax.random.key(seed)")
         return None
     if isinstance(key, (jax.Array, np.ndarray)):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ():
             return key
         if key.dtype == np.uint32 and key.shape == (2,):  # legacy jax.random.PRNGKey
             return jax.random.wrap_key_data(key)
-    raise ValueError(f"key must be a single jax.random.key(...), got {type(key).__name__} "
+    raise InputError(f"key must be a single jax.random.key(...), got {type(key).__name__} "
                      f"{getattr(key, 'shape', '')}")
 
 
@@ -98,10 +99,10 @@ def as_key(key: Any, method: str, needed: bool):
 def positive_int(lo: int = 1, hi: Optional[int] = None):
     def check(name, v):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise ValueError(f"{name} must be an integer, got {v!r}")
+            raise InputError(f"{name} must be an integer, got {v!r}")
         if v < lo or (hi is not None and v > hi):
             bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-            raise ValueError(f"{name} must be {bound}, got {v}")
+            raise InputError(f"{name} must be {bound}, got {v}")
         return int(v)
     return check
 
@@ -109,23 +110,23 @@ def positive_int(lo: int = 1, hi: Optional[int] = None):
 def real(lo: float = -np.inf, hi: float = np.inf, open_lo: bool = False):
     def check(name, v):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v):
-            raise ValueError(f"{name} must be a finite number, got {v!r}")
+            raise InputError(f"{name} must be a finite number, got {v!r}")
         if v < lo or v > hi or (open_lo and v == lo):
-            raise ValueError(f"{name} must be in {'(' if open_lo else '['}{lo}, {hi}], got {v}")
+            raise InputError(f"{name} must be in {'(' if open_lo else '['}{lo}, {hi}], got {v}")
         return float(v)
     return check
 
 
 def flag(name, v):
     if not isinstance(v, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {v!r}")
+        raise InputError(f"{name} must be True or False, got {v!r}")
     return bool(v)
 
 
 def choice(values: Sequence[str]):
     def check(name, v):
         if not isinstance(v, str) or v not in values:
-            raise ValueError(f"unknown {name} {v!r}; choose one of {', '.join(values)}")
+            raise InputError(f"unknown {name} {v!r}; choose one of {', '.join(values)}")
         return v
     return check
 
@@ -135,7 +136,7 @@ def int_pair(hi: int):
     def check(name, v):
         pair = (v, v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+            raise InputError(f"{name} must be an int or a pair of ints, got {v!r}")
         return tuple(positive_int(1, hi)(name, p) for p in pair)
     return check
 
@@ -143,5 +144,5 @@ def int_pair(hi: int):
 def float_array(name, v):
     a = np.asarray(v, dtype=np.float64)  # cast to the images' dtype when the method runs
     if a.ndim != 1 or not np.isfinite(a).all():
-        raise ValueError(f"{name} must be a 1-D array of finite floats, got shape {a.shape}")
+        raise InputError(f"{name} must be a 1-D array of finite floats, got shape {a.shape}")
     return a

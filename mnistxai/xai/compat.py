@@ -10,11 +10,13 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from mnistxai.classifier import Classifier
-from mnistxai.models import CNN
+from mnistxai.models.classifier import Classifier
+from mnistxai.models.cnn import CNN
 from mnistxai.xai._inputs import as_images
-from mnistxai.xai.api import _conv_layer, explain
+from mnistxai.xai.api import explain
 from mnistxai.xai.postprocess import normalize
+from mnistxai.xai.views import conv_layer
+from mnistxai.util.errors import InputError
 
 
 def _unbatch(single, heat, cls, score):
@@ -25,7 +27,7 @@ def _unbatch(single, heat, cls, score):
 class _Wrapper:
     def __init__(self, model: CNN):
         if not isinstance(model, CNN):
-            raise ValueError(f"model must be a mnistxai.models.CNN, got {type(model).__name__}")
+            raise InputError(f"model must be a mnistxai.models.cnn.CNN, got {type(model).__name__}")
         self.model = model
 
     def _explain(self, method, params, batch_stats, image, class_idx, **options):
@@ -47,7 +49,7 @@ class GradCAM(_Wrapper):
 
     def __init__(self, model: CNN, target_layer: str = "conv3"):
         super().__init__(model)
-        self.target_layer = _conv_layer("target_layer", target_layer)
+        self.target_layer = conv_layer("target_layer", target_layer)
 
     def compute_gradcam(self, params, batch_stats, image, class_idx=None):
         return self._explain("gradcam", params, batch_stats, image, class_idx,
@@ -65,8 +67,10 @@ class SaliencyMap(_Wrapper):
     def compute_saliency(self, params, batch_stats, image, class_idx=None):
         return self._explain("saliency", params, batch_stats, image, class_idx)
 
-    def compute_smooth_saliency(self, params, batch_stats, image, class_idx=None, n_samples=50,
-                                noise_level=0.15, key=None):
+    def compute_smooth_saliency(self, params, batch_stats, image, class_idx=None, n_samples=None,
+                                noise_level=None, key=None):
+        """SmoothGrad; ``n_samples`` and ``noise_level`` default to smoothgrad's registered
+        ``samples`` and ``noise``."""
         key = jax.random.key(0) if key is None else key
-        return self._explain("smoothgrad", params, batch_stats, image, class_idx, key=key,
-                             samples=n_samples, noise=noise_level)
+        options = {k: v for k, v in (("samples", n_samples), ("noise", noise_level)) if v is not None}
+        return self._explain("smoothgrad", params, batch_stats, image, class_idx, key=key, **options)

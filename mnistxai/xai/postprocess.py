@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai.xai._core import minmax
+from mnistxai.util.errors import InputError
 
 
 def normalize(maps: jax.Array) -> jax.Array:
@@ -34,7 +35,7 @@ def clip_percentile(maps: jax.Array, low: float = 1.0, high: float = 99.0) -> ja
     """Clip each map to its [low, high] percentiles, so a few extreme pixels do not wash out the
     rest (PAIR's ``VisualizeImageGrayscale`` uses the 99th percentile)."""
     if not 0.0 <= low <= high <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low <= high <= 100, got {low}, {high}")
+        raise InputError(f"percentiles must satisfy 0 <= low <= high <= 100, got {low}, {high}")
     maps = jnp.asarray(maps, jnp.float32)
     lo, hi = (jnp.percentile(maps, q, axis=(-2, -1), keepdims=True) for q in (low, high))
     return jnp.clip(maps, lo, hi)
@@ -49,13 +50,13 @@ def overlay(image, heatmap, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray
     from matplotlib import colormaps  # plotting only: keep matplotlib out of the import path
 
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
     img = np.asarray(image)
     img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
     if img.shape[-1] == 1:
         img = img[..., 0]
     heat = np.asarray(normalize(heatmap))
     if img.shape != heat.shape:
-        raise ValueError(f"image {img.shape} and heatmap {heat.shape} shapes differ")
+        raise InputError(f"image {img.shape} and heatmap {heat.shape} shapes differ")
     colour = colormaps[cmap](heat)[..., :3]
     return ((1 - alpha) * img[..., None] + alpha * colour).astype(np.float32)

@@ -20,9 +20,13 @@ parameter randomization     ``model_parameter_randomization``  lower  Adebayo et
 
 ``faithfulness_drops`` and ``infidelity_drops`` make the model calls of those two metrics once,
 to score many maps of the same images (``drops=``). ``baselines`` gives the random and Sobel-edge
-reference maps; ``mnistxai.evaluate`` runs all of them over an explanation run and writes the
-leaderboard.
+reference maps. Each family module also registers its leaderboard entries (``registry``:
+name, columns with their direction, options, random stream); ``mnistxai.pipelines.evaluate`` runs
+every registered metric over an explanation run and writes the leaderboard.
 """
+
+import importlib
+import pkgutil
 
 from mnistxai.xai.metrics._common import average_ranks, pearson, spearman
 from mnistxai.xai.metrics.baselines import (BASELINES, baseline_explain_fn, baseline_maps,
@@ -33,12 +37,17 @@ from mnistxai.xai.metrics.faithfulness import (deletion, faithfulness_correlatio
                                                insertion, region_perturbation, trapezoid_auc)
 from mnistxai.xai.metrics.randomization import (CASCADE, cascading_randomization,
                                                 model_parameter_randomization, ssim)
+from mnistxai.xai.metrics.registry import METRICS, Batch, Metric, columns, register_metric
 from mnistxai.xai.metrics.robustness import max_sensitivity
 
+for _module in pkgutil.iter_modules(__path__):  # every module's leaderboard entries register
+    importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = [
-    "BASELINES", "CASCADE", "average_ranks", "baseline_explain_fn", "baseline_maps",
-    "cascading_randomization", "complexity", "deletion", "faithfulness_correlation",
+    "BASELINES", "Batch", "CASCADE", "METRICS", "Metric", "average_ranks", "baseline_explain_fn", "baseline_maps",
+    "cascading_randomization", "columns", "complexity", "deletion", "faithfulness_correlation",
     "faithfulness_drops", "infidelity", "infidelity_drops", "insertion", "max_sensitivity",
     "model_parameter_randomization", "pearson", "random_attribution", "region_perturbation",
+    "register_metric",
     "sobel_attribution", "sparseness", "spearman", "ssim", "trapezoid_auc",
 ]

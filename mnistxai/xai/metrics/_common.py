@@ -8,7 +8,7 @@ Conventions of the whole package (all functions are pure and jit-compiled at the
 - ``score_fn(x) -> (N, K)``: per-class scores of a stack of inputs (the leaderboard passes the
   softmax probabilities or the logits, as each metric's docstring says).
 - ``key``: one ``jax.random.key`` (split into B per-example keys) or (B,) keys: the second form lets
-  a caller that chunks the examples (``mnistxai.evaluate``) get the same numbers as one big batch.
+  a caller that chunks the examples (``mnistxai.pipelines.evaluate``) get the same numbers as one big batch.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 # the XAI module's chunked loop and per-map scaling serve the metrics unchanged
 from mnistxai.xai._core import chunked_map as chunked, minmax  # noqa: F401  (re-exported)
+from mnistxai.util.errors import InputError
 
 DEFAULT_CHUNK = 256  # most model inputs evaluated in one pass (examples x perturbations)
 
@@ -31,39 +32,39 @@ def check_inputs(x, attributions=None, targets=None, num_classes: Optional[int] 
     """ValueError naming the problem, in NumPy, before anything is traced."""
     shape = np.shape(x)
     if len(shape) != 4:
-        raise ValueError(f"x must have shape (B, H, W, C), got {shape}")
+        raise InputError(f"x must have shape (B, H, W, C), got {shape}")
     if shape[0] == 0:
-        raise ValueError("x is an empty batch")
+        raise InputError("x is an empty batch")
     if attributions is not None and np.shape(attributions) != shape[:3]:
-        raise ValueError(f"attributions must have shape {shape[:3]} (one (H, W) map per example), "
+        raise InputError(f"attributions must have shape {shape[:3]} (one (H, W) map per example), "
                          f"got {np.shape(attributions)}")
     if targets is not None:
         t = np.asarray(targets)
         if t.shape != shape[:1] or not np.issubdtype(t.dtype, np.integer):
-            raise ValueError(f"targets must be {shape[0]} integers, got {t.dtype} {t.shape}")
+            raise InputError(f"targets must be {shape[0]} integers, got {t.dtype} {t.shape}")
         if num_classes is not None and (t.min() < 0 or t.max() >= num_classes):
-            raise ValueError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+            raise InputError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
     for name, a in (("x", x), ("attributions", attributions)):
         if a is not None and not bool(np.isfinite(np.asarray(a, np.float32)).all()):
-            raise ValueError(f"{name} contains NaN or inf")
+            raise InputError(f"{name} contains NaN or inf")
 
 
 def check_positive(**values) -> None:
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            raise InputError(f"{name} must be a positive integer, got {v!r}")
 
 
 def example_keys(key, n: int) -> jax.Array:
     """(n,) typed keys from one key (split) or from n keys (returned as they are)."""
     if key is None:
-        raise ValueError("this metric is random: pass key=jax.random.key(seed) (or (B,) keys)")
+        raise InputError("this metric is random: pass key=jax.random.key(seed) (or (B,) keys)")
     if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
     if key.shape == ():
         return jax.random.split(key, n)
     if key.shape != (n,):
-        raise ValueError(f"key must be one key or {n} keys, got shape {key.shape}")
+        raise InputError(f"key must be one key or {n} keys, got shape {key.shape}")
     return key
 
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistxai.xai.metrics._common import check_inputs, example_keys
+from mnistxai.util.errors import InputError
 
 BASELINES = ("random", "sobel")
 
@@ -52,14 +53,14 @@ def baseline_maps(name: str, x, key=None) -> jax.Array:
         return random_attribution(x, key)
     if name == "sobel":
         return sobel_attribution(x)
-    raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+    raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
 
 
 def baseline_explain_fn(name: str):
     """``explain_fn(model, x, targets, keys)`` for a baseline (the model is ignored): what the
     robustness and randomization metrics call."""
     if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
+        raise InputError(f"unknown baseline {name!r}; choose one of {', '.join(BASELINES)}")
     return functools.partial(_baseline_fn, name)
 
 

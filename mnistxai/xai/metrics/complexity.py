@@ -10,6 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.util.errors import InputError
+
 def _flat_abs(attributions) -> jax.Array:
     a = jnp.asarray(attributions, jnp.float32)
     return jnp.abs(a.reshape(a.shape[0], -1))
@@ -17,9 +20,9 @@ def _flat_abs(attributions) -> jax.Array:
 
 def _check(attributions) -> None:
     if np.ndim(attributions) != 3:
-        raise ValueError(f"attributions must have shape (B, H, W), got {np.shape(attributions)}")
+        raise InputError(f"attributions must have shape (B, H, W), got {np.shape(attributions)}")
     if not np.isfinite(np.asarray(attributions, np.float32)).all():
-        raise ValueError("attributions contains NaN or inf")
+        raise InputError("attributions contains NaN or inf")
 
 
 @jax.jit
@@ -64,3 +67,15 @@ def complexity(attributions) -> jax.Array:
     """
     _check(attributions)
     return _entropy(attributions)
+
+
+@register_metric("sparseness", category="complexity",
+                 columns={"sparseness": ("higher", "Gini index of |map| (Chalasani 2020)")})
+def _score_sparseness(batch: Batch) -> dict:
+    return {"sparseness": sparseness(batch.maps)}
+
+
+@register_metric("complexity", category="complexity",
+                 columns={"complexity": ("lower", "Entropy of |map| fractions (Bhatt 2020)")})
+def _score_complexity(batch: Batch) -> dict:
+    return {"complexity": complexity(batch.maps)}

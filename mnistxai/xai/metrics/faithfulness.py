@@ -20,12 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistxai._jit import jit
+from mnistxai.util import streams
+from mnistxai.util.jit import jit
 from mnistxai.xai._core import at_targets, over_active
-from mnistxai.xai.paths import blur  # Gaussian, renormalised at the border
+from mnistxai.xai._core import blur  # Gaussian, renormalised at the border
+from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
                                           chunked, descending_order, example_keys, over_examples,
                                           pearson, plan, ranks_of)
+from mnistxai.util.errors import InputError
 
 ORDERS = ("morf", "lerf")
 
@@ -137,7 +140,7 @@ def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
     check_inputs(x, attributions, targets)
     check_positive(steps=steps, chunk_size=chunk_size)
     if blur_sigma < 0:
-        raise ValueError(f"blur_sigma must be >= 0, got {blur_sigma}")
+        raise InputError(f"blur_sigma must be >= 0, got {blur_sigma}")
     keys = None if key is None else example_keys(key, np.shape(x)[0])
     return _pixel_curves(score_fn, x, attributions, targets, keys, _fill(canvas, x), steps=steps,
                          mode="insertion", blur_sigma=float(blur_sigma), chunk_size=chunk_size)
@@ -152,11 +155,11 @@ def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, reg
 
     def region_ranks(ai, k):
         score = ai.astype(jnp.float32).reshape(gh, patch, gw, patch).sum((1, 3)).ravel()
-        tie_key = None if k is None else jax.random.fold_in(k, 1)
+        tie_key = None if k is None else streams.fold(k, "tie_break")
         ranks = ranks_of(descending_order(score if order == "morf" else -score, tie_key))
         return jnp.repeat(jnp.repeat(ranks.reshape(gh, gw), patch, 0), patch, 1)
     ranks = jax.vmap(region_ranks)(attributions, keys)  # keys may be None (an empty pytree)
-    uniform = lambda k, xi: jax.random.uniform(jax.random.fold_in(k, 0), xi.shape, xi.dtype)
+    uniform = lambda k, xi: jax.random.uniform(streams.fold(k, "region_noise"), xi.shape, xi.dtype)
     end = jax.vmap(uniform)(keys, x) if noise else jnp.broadcast_to(fill, x.shape)
     curves, evaluated = _path_scores(score_fn, x, end, ranks, targets,
                                      np.arange(regions + 1, dtype=np.int32), chunk_size)
@@ -186,15 +189,15 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
     check_positive(patch=patch, regions=regions, chunk_size=chunk_size)
     h, w = np.shape(x)[1:3]
     if h % patch or w % patch:
-        raise ValueError(f"patch {patch} must divide the image size {h}x{w}")
+        raise InputError(f"patch {patch} must divide the image size {h}x{w}")
     if regions > (h // patch) * (w // patch):
-        raise ValueError(f"regions must be <= {(h // patch) * (w // patch)} for patch {patch}, "
+        raise InputError(f"regions must be <= {(h // patch) * (w // patch)} for patch {patch}, "
                          f"got {regions}")
     if order not in ORDERS:
-        raise ValueError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+        raise InputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     noise = isinstance(baseline, str)
     if noise and baseline != "uniform":
-        raise ValueError(f"baseline must be 'uniform' or a number, got {baseline!r}")
+        raise InputError(f"baseline must be 'uniform' or a number, got {baseline!r}")
     keys = example_keys(key, np.shape(x)[0]) if noise or key is not None else None
     return _region_curves(score_fn, x, attributions, targets, keys,
                           _fill(0.0 if noise else baseline, x), patch=patch, regions=regions,
@@ -258,17 +261,17 @@ def _sums(x, attributions, keys, fill, *, kind, samples, size, chunk_size):
 
 def _check_drops(drops, b: int, samples: int, producer: str):
     if np.shape(drops) != (b, samples):
-        raise ValueError(f"drops must have shape ({b}, {samples}) ({producer} with the same "
+        raise InputError(f"drops must have shape ({b}, {samples}) ({producer} with the same "
                          f"settings), got {np.shape(drops)}")
     if not bool(np.isfinite(np.asarray(drops)).all()):
-        raise ValueError("drops contains NaN or inf")
+        raise InputError("drops contains NaN or inf")
     return jnp.asarray(drops, jnp.float32)
 
 
 def _check_subset(x, runs, subset, chunk_size):
     check_positive(runs=runs, subset=subset, chunk_size=chunk_size)
     if subset > np.prod(np.shape(x)[1:3]):
-        raise ValueError(f"subset must be <= the number of pixels, got {subset}")
+        raise InputError(f"subset must be <= the number of pixels, got {subset}")
 
 
 def faithfulness_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, runs: int = 32,
@@ -312,16 +315,16 @@ def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key
 def _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size):
     check_positive(samples=samples, chunk_size=chunk_size)
     if perturbation not in ("square", "gaussian"):
-        raise ValueError(f"unknown perturbation {perturbation!r}; choose 'square' or 'gaussian'")
+        raise InputError(f"unknown perturbation {perturbation!r}; choose 'square' or 'gaussian'")
     if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+        raise InputError(f"sigma must be > 0, got {sigma}")
     check_positive(patch=patch)
     if patch > min(np.shape(x)[1:3]):
-        raise ValueError(f"patch must fit in the image, got {patch}")
+        raise InputError(f"patch must fit in the image, got {patch}")
     return patch if perturbation == "square" else float(sigma)
 
 
-def infidelity_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, samples: int = 32,
+def infidelity_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, samples: int = 16,
                      perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
                      chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
     """The model side of ``infidelity``: (B, samples) drops f(x) - f(x - I) of the target score,
@@ -332,7 +335,7 @@ def infidelity_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, samples: 
                   kind=perturbation, samples=samples, size=size, chunk_size=chunk_size)
 
 
-def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, samples: int = 32,
+def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, samples: int = 16,
                perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
                chunk_size: int = DEFAULT_CHUNK, drops=None) -> jax.Array:
     """Infidelity (Yeh et al. 2019, arXiv:1901.09392), scale-optimal and normalised. Lower is
@@ -363,3 +366,67 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
     sd, ss, dd = (s * d).mean(-1), (s * s).mean(-1), (d * d).mean(-1)
     explained = jnp.where(ss * dd > 0, sd * sd / jnp.where(ss * dd > 0, ss * dd, 1.0), 0.0)
     return jnp.where(dd > 0, jnp.clip(1.0 - explained, 0.0, 1.0), 0.0)
+
+
+# ---- the leaderboard's entries (mnistxai.xai.metrics.registry) ----------------------------------
+
+@register_metric("deletion", category="faithfulness", options_of=deletion, options=("steps",),
+                 columns={"deletion_auc": ("lower", "Deletion AUC of the target probability "
+                                                    "(Petsiuk 2018)")})
+def _score_deletion(batch: Batch, **options) -> dict:
+    r = deletion(batch.probabilities, batch.x, batch.maps, batch.targets, key=batch.keys,
+                 chunk_size=batch.chunk_size, **options)
+    return {"deletion_auc": r["auc"], "deletion_curve": r["curve"]}
+
+
+@register_metric("insertion", category="faithfulness", options_of=insertion, options=("steps",),
+                 columns={"insertion_auc": ("higher", "Insertion AUC from a black canvas "
+                                                      "(Petsiuk 2018)")})
+def _score_insertion(batch: Batch, **options) -> dict:
+    r = insertion(batch.probabilities, batch.x, batch.maps, batch.targets, key=batch.keys,
+                  chunk_size=batch.chunk_size, **options)
+    return {"insertion_auc": r["auc"], "insertion_curve": r["curve"]}
+
+
+@register_metric("region_perturbation", category="faithfulness", options_of=region_perturbation,
+                 options=("patch", "regions"),
+                 columns={"morf_aopc": ("higher", "Region perturbation AOPC, most relevant first "
+                                                  "(Samek 2017)"),
+                          "lerf_aopc": ("lower", "Region perturbation AOPC, least relevant first "
+                                                 "(Samek 2017)")})
+def _score_region_perturbation(batch: Batch, **options) -> dict:
+    args = (batch.probabilities, batch.x, batch.maps, batch.targets)
+    kw = dict(key=batch.keys, chunk_size=batch.chunk_size, **options)
+    return {f"{order}_aopc": region_perturbation(*args, order=order, **kw)["aopc"]
+            for order in ORDERS}
+
+
+def _faithfulness_shared(batch: Batch, **options):
+    return faithfulness_drops(batch.logits, batch.x, batch.targets, key=batch.keys,
+                              chunk_size=batch.chunk_size, **options)
+
+
+@register_metric("faithfulness_correlation", category="faithfulness",
+                 options_of=faithfulness_correlation, options=("runs", "subset"),
+                 shared=_faithfulness_shared,
+                 columns={"faithfulness_corr": ("higher", "Faithfulness correlation, target logit "
+                                                          "(Bhatt 2020)")})
+def _score_faithfulness_correlation(batch: Batch, **options) -> dict:
+    return {"faithfulness_corr": faithfulness_correlation(
+        batch.logits, batch.x, batch.maps, batch.targets, key=batch.keys,
+        chunk_size=batch.chunk_size, drops=batch.shared, **options)}
+
+
+def _infidelity_shared(batch: Batch, **options):
+    return infidelity_drops(batch.logits, batch.x, batch.targets, key=batch.keys,
+                            chunk_size=batch.chunk_size, **options)
+
+
+@register_metric("infidelity", category="faithfulness", options_of=infidelity,
+                 options=("samples", "patch"), shared=_infidelity_shared,
+                 columns={"infidelity": ("lower", "Scale-optimal normalised infidelity, square "
+                                                  "removal, target logit (Yeh 2019)")})
+def _score_infidelity(batch: Batch, **options) -> dict:
+    return {"infidelity": infidelity(batch.logits, batch.x, batch.maps, batch.targets,
+                                     key=batch.keys, chunk_size=batch.chunk_size,
+                                     drops=batch.shared, **options)}

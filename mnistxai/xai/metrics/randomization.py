@@ -8,19 +8,23 @@ method whose maps barely change while the model is destroyed does not explain th
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistxai._jit import jit
-from mnistxai.models import CONV_LAYERS, init_cnn
+from mnistxai.util.jit import jit
+from mnistxai.models.cnn import init_cnn
+from mnistxai.models.spec import CNN_SPEC
+from mnistxai.util.errors import InputError
 from mnistxai.xai.metrics._common import check_inputs, example_keys, minmax, spearman
+from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.xai.metrics.robustness import ExplainFn
 
-# the CNN's layers from the top: each stage re-initializes one more (a conv with its BatchNorm)
-CASCADE = ("out", "dense") + tuple(reversed(CONV_LAYERS))
+# the default CNN's stages from the top: each re-initializes one more layer (a conv with its
+# BatchNorm); a classifier's own stages come from its specification
+CASCADE = tuple(stage for stage, _ in CNN_SPEC.cascade)
 
 
 def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, win: int = 7) -> jax.Array:
@@ -40,27 +44,31 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, win: int = 7) -
     return s.mean()
 
 
-def cascading_randomization(classifier, key: jax.Array, stages: Sequence[str] = CASCADE) -> list:
-    """``[(stage, classifier)]``: ``classifier`` with the layers of ``stages`` re-initialized
-    cumulatively from the top (stage k re-initializes stages[0..k]).
+def cascading_randomization(classifier, key: jax.Array,
+                            stages: Optional[Sequence[str]] = None) -> list:
+    """``[(stage, classifier)]``: ``classifier`` with the layers of ``stages`` (default: every
+    stage of its specification's ``cascade``, from the output down) re-initialized cumulatively
+    from the top (stage k re-initializes stages[0..k]).
 
     Fresh values come from the CNN's own initializers with ``key`` (Adebayo et al. re-initialize
     from the training initialization). A conv stage also resets its BatchNorm (scale 1, bias 0,
     running mean 0, variance 1), as Quantus's per-module ``reset_parameters`` does in two steps.
     """
-    unknown = [s for s in stages if s not in CASCADE]
+    spec = getattr(getattr(classifier, "model", None), "spec", CNN_SPEC)
+    scopes = dict(spec.cascade)
+    stages = tuple(scopes) if stages is None else tuple(stages)
+    unknown = [s for s in stages if s not in scopes]
     if unknown:
-        raise ValueError(f"unknown layer(s) {unknown}; the cascade is {', '.join(CASCADE)}")
+        raise InputError(f"unknown layer(s) {unknown}; the cascade is {', '.join(scopes)}")
     fresh = init_cnn(classifier.model, key)
     params = dict(classifier.variables["params"])
     stats = dict(classifier.variables["batch_stats"])
     out = []
     for stage in stages:
-        params[stage] = fresh["params"][stage]
-        if stage in CONV_LAYERS:
-            bn = "bn" + stage[len("conv"):]
-            params[bn] = fresh["params"][bn]
-            stats[bn] = fresh["batch_stats"][bn]
+        for scope in scopes[stage]:
+            params[scope] = fresh["params"][scope]
+            if scope in fresh["batch_stats"]:
+                stats[scope] = fresh["batch_stats"][scope]
         out.append((stage, classifier.replace(variables={"params": dict(params),
                                                          "batch_stats": dict(stats)})))
     return out
@@ -111,3 +119,17 @@ def model_parameter_randomization(explain_fn: ExplainFn, model, randomized: Sequ
         rho, s = _compare(reference, _explain(explain_fn, m, x, targets, keys), absolute=absolute)
         out[name] = {"spearman": rho, "ssim": s}
     return out
+
+
+@register_metric("randomization", category="sanity", reexplains=True,
+                 setup=lambda classifier, key: cascading_randomization(classifier, key),
+                 columns={"randomization_spearman": ("lower", "Spearman rho, all layers randomized "
+                                                              "(Adebayo 2018)"),
+                          "randomization_ssim": ("lower", "SSIM, all layers randomized "
+                                                          "(Adebayo 2018)")})
+def _score_randomization(batch: Batch) -> dict:
+    sims = model_parameter_randomization(batch.explain_fn, batch.classifier, batch.state, batch.x,
+                                         batch.targets, key=batch.keys)
+    out = {f"cascade_{m}_{stage}": s[m] for stage, s in sims.items() for m in ("spearman", "ssim")}
+    last = sims[batch.state[-1][0]]
+    return {"randomization_spearman": last["spearman"], "randomization_ssim": last["ssim"], **out}

@@ -13,9 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistxai._jit import jit
+from mnistxai.util.jit import jit
+from mnistxai.xai._inputs import real
 from mnistxai.xai.metrics._common import (check_inputs, check_positive, example_keys,
                                           normalize_by_max)
+from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.util.errors import InputError
 
 ExplainFn = Callable[..., jax.Array]
 
@@ -64,8 +67,18 @@ def max_sensitivity(explain_fn: ExplainFn, model, x, attributions, targets, *, k
     check_inputs(x, attributions, targets)
     check_positive(samples=samples)
     if not radius > 0:
-        raise ValueError(f"radius must be > 0, got {radius}")
+        raise InputError(f"radius must be > 0, got {radius}")
     clip = None if clip is None else (float(clip[0]), float(clip[1]))
     return _max_sensitivity(explain_fn, model, x, attributions, targets,
                             example_keys(key, np.shape(x)[0]), samples=samples,
                             radius=float(radius), clip=clip)
+
+
+@register_metric("max_sensitivity", category="robustness", options_of=max_sensitivity,
+                 options=("samples", "radius"), checks={"radius": real(0.0, open_lo=True)},
+                 reexplains=True,
+                 columns={"max_sensitivity": ("lower", "Max-sensitivity, radius 0.2 (Yeh 2019)")})
+def _score_max_sensitivity(batch: Batch, **options) -> dict:
+    return {"max_sensitivity": max_sensitivity(batch.explain_fn, batch.classifier, batch.x,
+                                               batch.maps, batch.targets, key=batch.keys,
+                                               **options)}

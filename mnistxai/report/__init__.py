@@ -1,0 +1,2 @@
+"""Presentation: figures as pure functions of arrays (``viz``), the HTML report (``html``) and the
+demos' shared pieces (``demo``)."""
