@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A 30-second tour: every attribution method on an untrained CNN, no training and no dataset needed.
+"""A 30-second tour: every attribution method on an untrained CNN, no training and no dataset
+needed.
 
   python simple_mnist_xai_demo.py                      # writes mnist_xai_results/simple_demo.png
 
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 
 # Compilation is most of this tour's time and the batch is three digits: XLA's quickest backend
-# optimization level compiles ~1.6x faster here and runs these tiny batches about as fast. Set before
+# optimization level compiles ~1.6x faster here and runs these tiny batches about as fast. Set
+# before
 # JAX starts; a user's own XLA_FLAGS come last and win.
 os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 " + os.environ.get("XLA_FLAGS", "")
 
@@ -27,11 +29,19 @@ from mnistxai.util.errors import InputError
 
 def main(argv=None):
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="mnist_xai_results", help="output folder (default: mnist_xai_results)")
-    p.add_argument("--checkpoint", default="runs/cnn", help="trained run to compare with, if present (default: runs/cnn)")
+    p.add_argument(
+        "--out", default="mnist_xai_results", help="output folder (default: mnist_xai_results)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="runs/cnn",
+        help="trained run to compare with, if present (default: runs/cnn)",
+    )
     p.add_argument("--data-dir", help="folder with MNIST IDX files (optional)")
     p.add_argument("--methods", default="all", help="comma-separated method names (default: all)")
-    p.add_argument("--digits", type=int, default=3, help="how many digits to explain, 1-10 (default: 3)")
+    p.add_argument(
+        "--digits", type=int, default=3, help="how many digits to explain, 1-10 (default: 3)"
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     start = time.perf_counter()
@@ -46,7 +56,7 @@ def main(argv=None):
         raise InputError(f"--digits must be in 1..10, got {args.digits}")
     methods = parse_methods(args.methods)
     images, labels, source = demo.sample_digits(args.data_dir)
-    images, labels = images[:args.digits], labels[:args.digits]
+    images, labels = images[: args.digits], labels[: args.digits]
     x = images[..., None]
     key = jax.random.key(args.seed)
     # RBG bits: XLA:CPU compiles the initializers' random-bit generator ~3x faster than threefry's
@@ -58,9 +68,17 @@ def main(argv=None):
         pass
     print(f"JAX on {jax.devices()[0].platform}; {len(methods)} methods on {len(x)} {source}")
 
-    rows_images, rows_labels, rows_preds, row_maps, seconds = [], [], [], {m: [] for m in methods}, {}
+    rows_images, rows_labels, rows_preds, row_maps, seconds = (
+        [],
+        [],
+        [],
+        {m: [] for m in methods},
+        {},
+    )
     for name, classifier in models.items():
-        maps, seconds[name] = demo.explain_all(classifier, x, methods, key, background=x, quick=True)
+        maps, seconds[name] = demo.explain_all(
+            classifier, x, methods, key, background=x, quick=True
+        )
         preds = demo.probabilities(classifier, x).argmax(-1)
         rows_images.append(images)
         rows_labels.append(labels)
@@ -69,17 +87,36 @@ def main(argv=None):
             row_maps[m].append(maps[m])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    title = ("Untrained CNN (top rows): these maps are NOT meaningful explanations"
-             + (" | trained CNN (bottom rows)" if "trained" in models else ""))
-    fig = viz.plot_method_grid(np.concatenate(rows_images), {m: np.concatenate(v) for m, v in row_maps.items()},
-                               np.concatenate(rows_labels), np.concatenate(rows_preds), title=title,
-                               row_titles=[n for n in models for _ in range(len(x))])
+    title = "Untrained CNN (top rows): these maps are NOT meaningful explanations" + (
+        " | trained CNN (bottom rows)" if "trained" in models else ""
+    )
+    fig = viz.plot_method_grid(
+        np.concatenate(rows_images),
+        {m: np.concatenate(v) for m, v in row_maps.items()},
+        np.concatenate(rows_labels),
+        np.concatenate(rows_preds),
+        title=title,
+        row_titles=[n for n in models for _ in range(len(x))],
+    )
     viz.save_figure(fig, out / "simple_demo.png")
 
-    print("\nNote: the untrained network's maps show how each method behaves on random weights, not what a")
-    print("classifier has learned." + ("" if "trained" in models else
-                                        " Train one (python train_mnist.py) to see meaningful maps beside them."))
-    print(f"\n{'method':22s}" + "".join(f"{n:>12s}" for n in models) + "   (seconds, compilation included)")
+    print(
+        "\nNote: the untrained network's maps show how each method behaves on random weights, "
+        "not what a"
+    )
+    print(
+        "classifier has learned."
+        + (
+            ""
+            if "trained" in models
+            else " Train one (python train_mnist.py) to see meaningful maps beside them."
+        )
+    )
+    print(
+        f"\n{'method':22s}"
+        + "".join(f"{n:>12s}" for n in models)
+        + "   (seconds, compilation included)"
+    )
     for m in methods:
         print(f"{m:22s}" + "".join(f"{seconds[n][m]:12.2f}" for n in models))
     print(f"\nwrote {out / 'simple_demo.png'} in {time.perf_counter() - start:.1f} s")

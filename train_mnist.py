@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Train the BatchNorm CNN, the VAE or the DCGAN generator on MNIST with checkpoints, history and curves.
+"""Train the BatchNorm CNN, the VAE or the DCGAN generator on MNIST with checkpoints, history and
+curves.
 
-  python train_mnist.py --workdir runs/cnn                  # defaults: >= 99.4% test accuracy
-  python train_mnist.py --workdir runs/cnn --resume         # continue an interrupted run
-  python train_mnist.py --dataset fashion_mnist --workdir runs/fashion
-  python train_mnist.py --init-from runs/fashion --freeze-backbone --workdir runs/transfer
-  python train_mnist.py --model vae                         # runs/vae: conv VAE + latent classifier
-  python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn   # runs/generator: DCGAN
+python train_mnist.py --workdir runs/cnn                  # defaults: >= 99.4% test accuracy
+python train_mnist.py --workdir runs/cnn --resume         # continue an interrupted run
+python train_mnist.py --dataset fashion_mnist --workdir runs/fashion
+python train_mnist.py --init-from runs/fashion --freeze-backbone --workdir runs/transfer
+python train_mnist.py --model vae                         # runs/vae: conv VAE + latent classifier
+python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn   #
+runs/generator: DCGAN
 """
 
 import dataclasses
@@ -19,48 +21,116 @@ from mnistxai.training.generative import GANConfig, VAEConfig, train_generator, 
 from mnistxai.util.errors import InputError
 
 DEFAULTS = TrainConfig()
-MODELS = {"cnn": (TrainConfig, train_and_evaluate), "vae": (VAEConfig, train_vae),
-          "generator": (GANConfig, train_generator)}
+MODELS = {
+    "cnn": (TrainConfig, train_and_evaluate),
+    "vae": (VAEConfig, train_vae),
+    "generator": (GANConfig, train_generator),
+}
 
 
 def _default(name: str) -> str:
-    return ", ".join(f"{getattr(config(), name)} ({model})" for model, (config, _) in MODELS.items())
+    return ", ".join(
+        f"{getattr(config(), name)} ({model})" for model, (config, _) in MODELS.items()
+    )
 
 
 def parse_args(argv=None):
-    p = ArgumentParser(description=__doc__.splitlines()[0], epilog="Defaults live in mnistxai.training.cnn.TrainConfig and mnistxai.training.generative.VAEConfig, GANConfig.")
-    p.add_argument("--model", default="cnn", choices=list(MODELS), help="what to train (default: cnn)")
-    p.add_argument("--dataset", default=DEFAULTS.dataset, help="mnist or fashion_mnist (default: mnist)")
-    p.add_argument("--data-dir", help="folder with the four IDX files (default: $MNISTXAI_DATA_DIR, then others)")
-    p.add_argument("--workdir", help="checkpoints, history.json, training_curves.png (default: runs/MODEL)")
-    p.add_argument("--epochs", type=int, help=f"passes over the data (default: {_default('epochs')})")
+    p = ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Defaults live in mnistxai.training.cnn.TrainConfig and "
+        "mnistxai.training.generative.VAEConfig, GANConfig.",
+    )
+    p.add_argument(
+        "--model", default="cnn", choices=list(MODELS), help="what to train (default: cnn)"
+    )
+    p.add_argument(
+        "--dataset", default=DEFAULTS.dataset, help="mnist or fashion_mnist (default: mnist)"
+    )
+    p.add_argument(
+        "--data-dir",
+        help="folder with the four IDX files (default: $MNISTXAI_DATA_DIR, then others)",
+    )
+    p.add_argument(
+        "--workdir", help="checkpoints, history.json, training_curves.png (default: runs/MODEL)"
+    )
+    p.add_argument(
+        "--epochs", type=int, help=f"passes over the data (default: {_default('epochs')})"
+    )
     p.add_argument("--batch-size", type=int, help=f"default: {_default('batch_size')}")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default: {_default('lr')})")
-    p.add_argument("--weight-decay", type=float, help=f"CNN: AdamW weight decay (default: {DEFAULTS.weight_decay})")
-    p.add_argument("--augment-shift", type=int,
-                   help=f"CNN: random translation in pixels, 0 disables (default: {DEFAULTS.augment_shift})")
-    p.add_argument("--latent-dim", type=int, help=f"vae, generator: size of the code z (default: {VAEConfig.latent_dim})")
-    p.add_argument("--classifier", metavar="WORKDIR",
-                   help="generator: a CNN run that scores samples each epoch (IS, Frechet distance) and picks 'best'")
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        help=f"CNN: AdamW weight decay (default: {DEFAULTS.weight_decay})",
+    )
+    p.add_argument(
+        "--augment-shift",
+        type=int,
+        help=f"CNN: random translation in pixels, 0 disables (default: {DEFAULTS.augment_shift})",
+    )
+    p.add_argument(
+        "--latent-dim",
+        type=int,
+        help=f"vae, generator: size of the code z (default: {VAEConfig.latent_dim})",
+    )
+    p.add_argument(
+        "--classifier",
+        metavar="WORKDIR",
+        help="generator: a CNN run that scores samples each epoch (IS, Frechet distance) and "
+        "picks 'best'",
+    )
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"default: {DEFAULTS.seed}")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
-    p.add_argument("--limit-test", type=int, metavar="N", help="evaluate on the first N test images only")
-    p.add_argument("--resume", action="store_true", help="continue the run in --workdir (its saved settings win)")
-    p.add_argument("--init-from", metavar="WORKDIR", help="cnn: initialize all but the head from this run's CNN; "
-                                                          "generator: start from this VAE run's decoder")
-    p.add_argument("--prior", choices=("class", "normal"),
-                   help="generator: codes from per-class Gaussians fitted to the --init-from VAE's codes, or "
-                        "N(0, I) (default: class with --init-from, else normal)")
-    p.add_argument("--freeze-backbone", action="store_true", help="CNN, with --init-from: train only the new head")
+    p.add_argument(
+        "--limit-test", type=int, metavar="N", help="evaluate on the first N test images only"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir (its saved settings win)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="WORKDIR",
+        help="cnn: initialize all but the head from this run's CNN; "
+        "generator: start from this VAE run's decoder",
+    )
+    p.add_argument(
+        "--prior",
+        choices=("class", "normal"),
+        help="generator: codes from per-class Gaussians fitted to the --init-from VAE's codes, or "
+        "N(0, I) (default: class with --init-from, else normal)",
+    )
+    p.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="CNN, with --init-from: train only the new head",
+    )
     return p.parse_args(argv)
 
 
 def make_config(args):
-    """The model's config: its defaults, overridden by the flags given; flags it lacks are errors."""
+    """The model's config: its defaults, overridden by the flags given; flags it lacks are
+    errors."""
     config_cls, _ = MODELS[args.model]
-    values = {"data_dir": args.data_dir, "limit_train": args.limit_train, "limit_test": args.limit_test}
-    for name in ("dataset", "epochs", "batch_size", "lr", "seed", "weight_decay", "augment_shift", "init_from",
-                 "latent_dim", "classifier", "prior"):
+    values = {
+        "data_dir": args.data_dir,
+        "limit_train": args.limit_train,
+        "limit_test": args.limit_test,
+    }
+    for name in (
+        "dataset",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "weight_decay",
+        "augment_shift",
+        "init_from",
+        "latent_dim",
+        "classifier",
+        "prior",
+    ):
         value = getattr(args, name)
         if value is not None and value is not False:
             values[name] = value
@@ -87,11 +157,18 @@ def main(argv=None):
     if args.model == "cnn":
         summary = f"test accuracy {100 * last['test_accuracy']:.2f}%"
     elif args.model == "vae":
-        summary = (f"test -ELBO {last['test_loss']:.2f} nats, latent classifier test accuracy "
-                   f"{100 * last['test_accuracy']:.2f}%")
+        summary = (
+            f"test -ELBO {last['test_loss']:.2f} nats, latent classifier test accuracy "
+            f"{100 * last['test_accuracy']:.2f}%"
+        )
     else:
-        summary = (f"Inception Score {last['inception_score']:.3f}, Frechet distance {last['frechet_distance']:.3f} "
-                   f"({config.eval_samples} samples)" if "inception_score" in last else "no classifier scores")
+        summary = (
+            f"Inception Score {last['inception_score']:.3f}, Frechet distance "
+            f"{last['frechet_distance']:.3f} "
+            f"({config.eval_samples} samples)"
+            if "inception_score" in last
+            else "no classifier scores"
+        )
     print(f"done: {summary} after {last['wall_seconds']:.0f} s; outputs in {workdir}")
     return 0
 

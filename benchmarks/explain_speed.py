@@ -27,20 +27,26 @@ def main():
     ap.add_argument("--ig-images", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=256)
     args = ap.parse_args()
-    print(f"{'method':22s} {'images':>7s} {'wall s':>7s} {'img/s':>8s} {'compile s':>9s} "
-          f"{'10k est. s':>10s} {'target s':>8s}")
+    print(
+        f"{'method':22s} {'images':>7s} {'wall s':>7s} {'img/s':>8s} {'compile s':>9s} "
+        f"{'10k est. s':>10s} {'target s':>8s}"
+    )
     for name, target in TARGETS.items():
         n = args.ig_images if name == "integrated_gradients" else args.images
         options = {name: {"steps": 50}} if name == "integrated_gradients" else {}
         batch = min(args.batch_size, max(1, n // 4))  # several batches: one compiles, the rest time
-        config = ExplainConfig(checkpoint=args.checkpoint, methods=(name,), limit=n,
-                               batch_size=batch, options=options)
+        config = ExplainConfig(
+            checkpoint=args.checkpoint, methods=(name,), limit=n, batch_size=batch, options=options
+        )
         with tempfile.TemporaryDirectory() as out:
             t = explain_run(config, out, progress=False)[name]
         estimate = 10_000 / t["images_per_s"] + (t["compile_seconds"] or 0.0)
-        print(f"{name:22s} {n:7d} {t['seconds']:7.1f} {t['images_per_s']:8.1f} "
-              f"{t['compile_seconds'] or 0:9.1f} {estimate:10.1f} {target:8.0f}"
-              f"  {'OK' if estimate <= target else 'SLOWER'}", flush=True)
+        print(
+            f"{name:22s} {n:7d} {t['seconds']:7.1f} {t['images_per_s']:8.1f} "
+            f"{t['compile_seconds'] or 0:9.1f} {estimate:10.1f} {target:8.0f}"
+            f"  {'OK' if estimate <= target else 'SLOWER'}",
+            flush=True,
+        )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
 
 

@@ -4,8 +4,10 @@
     python benchmarks/leaderboard_speed.py --checkpoint runs/cnn [--small 32] \\
         [--large 96] [--target-images 1000] [--methods all]
 
-Explains the first ``--large`` test images with every method (``mnistxai.pipelines.explain``), then runs
-``mnistxai.pipelines.evaluate`` twice: on ``--small`` images (cold: compiling included) and on ``--large``
+Explains the first ``--large`` test images with every method (``mnistxai.pipelines.explain``), then
+runs
+``mnistxai.pipelines.evaluate`` twice: on ``--small`` images (cold: compiling included) and on
+``--large``
 images (warm; same batch shapes). Per method, the warm run gives the per-image cost of the metrics
 that score every image (its time less the re-explaining metrics', which always use the same first
 32 images); the estimate for ``--target-images`` is t(small, cold) + (target - small) x that
@@ -41,23 +43,42 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         t0 = time.perf_counter()
-        timings = explain_run(ExplainConfig(checkpoint=args.checkpoint, methods=parse_methods(args.methods),
-                                            limit=args.large, batch_size=args.small), run,
-                              classifier, progress=False)
-        print(f"explained {args.large} images x {len(timings)} methods in {time.perf_counter() - t0:.0f} s")
+        timings = explain_run(
+            ExplainConfig(
+                checkpoint=args.checkpoint,
+                methods=parse_methods(args.methods),
+                limit=args.large,
+                batch_size=args.small,
+            ),
+            run,
+            classifier,
+            progress=False,
+        )
+        print(
+            f"explained {args.large} images x {len(timings)} methods in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
         results = {}
         for label, n in (("cold", args.small), ("large", args.large)):
             config = EvalConfig(limit=n, batch_size=args.small)
             t0 = time.perf_counter()
-            results[label] = evaluate_run(run, Path(tmp) / f"lb_{label}", config, classifier,
-                                          progress=False)
-            print(f"evaluated {n} images ({label}) in {time.perf_counter() - t0:.0f} s: " + ", ".join(
-                f"{m} {r['evaluate_seconds']:.0f} s" for m, r in results[label]["methods"].items()),
-                flush=True)
+            results[label] = evaluate_run(
+                run, Path(tmp) / f"lb_{label}", config, classifier, progress=False
+            )
+            print(
+                f"evaluated {n} images ({label}) in {time.perf_counter() - t0:.0f} s: "
+                + ", ".join(
+                    f"{m} {r['evaluate_seconds']:.0f} s"
+                    for m, r in results[label]["methods"].items()
+                ),
+                flush=True,
+            )
         print((Path(tmp) / "lb_large" / "leaderboard.md").read_text())
     total = 0.0
-    print(f"{'method':22s} {'eval s (cold)':>13s} {'s/image':>8s} {'explain s':>9s} "
-          f"{f'est. {args.target_images} s':>12s}")
+    print(
+        f"{'method':22s} {'eval s (cold)':>13s} {'s/image':>8s} {'explain s':>9s} "
+        f"{f'est. {args.target_images} s':>12s}"
+    )
 
     def estimate(cold: float, large: float, fixed: float = 0.0):
         per_image = max(0.0, large - fixed) / args.large
@@ -67,15 +88,25 @@ def main():
         cold = results["cold"]["methods"][name]["evaluate_seconds"]
         per_image, est = estimate(cold, row["evaluate_seconds"], row["robustness_seconds"])
         t = timings.get(name)
-        explain = 0.0 if t is None else args.target_images / t["images_per_s"] + (t["compile_seconds"] or 0)
+        explain = (
+            0.0
+            if t is None
+            else args.target_images / t["images_per_s"] + (t["compile_seconds"] or 0)
+        )
         total += est + explain
         print(f"{name:22s} {cold:13.1f} {per_image:8.3f} {explain:9.1f} {est + explain:12.1f}")
-    per_image, shared = estimate(results["cold"]["shared_seconds"], results["large"]["shared_seconds"])
+    per_image, shared = estimate(
+        results["cold"]["shared_seconds"], results["large"]["shared_seconds"]
+    )
     total += shared
-    print(f"{'shared model calls':22s} {results['cold']['shared_seconds']:13.1f} {per_image:8.3f} "
-          f"{'':9s} {shared:12.1f}")
-    print(f"estimated full leaderboard on {args.target_images} images: {total / 60:.1f} min "
-          f"(target 15 min); peak RSS {peak_rss_mb():.0f} MB")
+    print(
+        f"{'shared model calls':22s} {results['cold']['shared_seconds']:13.1f} {per_image:8.3f} "
+        f"{'':9s} {shared:12.1f}"
+    )
+    print(
+        f"estimated full leaderboard on {args.target_images} images: {total / 60:.1f} min "
+        f"(target 15 min); peak RSS {peak_rss_mb():.0f} MB"
+    )
     print(json.dumps({"estimate_minutes": round(total / 60, 2)}))
 
 

@@ -2,8 +2,10 @@
 """Training speed: jitted train-step throughput, and time to 99% / 99.4% MNIST test accuracy.
 
   python benchmarks/train_speed.py                       # step throughput only (about a minute)
-  python benchmarks/train_speed.py --history runs/cnn/history.json   # time-to-accuracy of a finished run
-  python benchmarks/train_speed.py --train               # run the default training (minutes), then report
+  python benchmarks/train_speed.py --history runs/cnn/history.json   # time-to-accuracy of a
+  finished run
+  python benchmarks/train_speed.py --train               # run the default training (minutes), then
+  report
 
 Time to accuracy has epoch granularity: the wall time (compilation included) at the end of the first
 epoch whose test accuracy reaches the threshold.
@@ -21,7 +23,13 @@ import jax
 import numpy as np
 
 from mnistxai.models.cnn import CNN
-from mnistxai.training.cnn import TrainConfig, create_state, make_optimizer, make_train_step, train_and_evaluate
+from mnistxai.training.cnn import (
+    TrainConfig,
+    create_state,
+    make_optimizer,
+    make_train_step,
+    train_and_evaluate,
+)
 
 
 def step_throughput(batch_size: int, steps: int) -> float:
@@ -48,8 +56,10 @@ def time_to_accuracy(history: dict) -> None:
         when = f"{hit['wall_seconds']:.0f} s (epoch {hit['epoch']})" if hit else "not reached"
         print(f"time to {100 * threshold:.1f}% test accuracy: {when}")
     last = history["epochs"][-1]
-    print(f"final: {100 * last['test_accuracy']:.2f}% after {last['wall_seconds']:.0f} s, "
-          f"{len(history['epochs'])} epochs")
+    print(
+        f"final: {100 * last['test_accuracy']:.2f}% after {last['wall_seconds']:.0f} s, "
+        f"{len(history['epochs'])} epochs"
+    )
 
 
 def main():
@@ -57,10 +67,14 @@ def main():
     p.add_argument("--batch-sizes", default="64,128,256")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--history", help="report time-to-accuracy from this history.json")
-    p.add_argument("--train", action="store_true", help="run the default training first (needs MNIST)")
+    p.add_argument(
+        "--train", action="store_true", help="run the default training first (needs MNIST)"
+    )
     args = p.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"JAX {jax.__version__} on {jax.devices()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"JAX {jax.__version__} on {jax.devices()}"
+    )
     for b in map(int, args.batch_sizes.split(",")):
         print(f"train step, batch {b}: {step_throughput(b, args.steps):.0f} images/s")
     if args.train:

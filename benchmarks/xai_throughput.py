@@ -8,7 +8,8 @@ samples with 100 test images as background, occlusion 4x4 window stride 2, RISE 
 unless --checkpoint is given (throughput hardly depends on the weights, except occlusion's skip of
 windows on black pixels, which depends only on the images).
 
-FLOPs are analytic: (model passes per image, ``Method.passes``) x (XLA cost_analysis of one forward, or of one
+FLOPs are analytic: (model passes per image, ``Method.passes``) x (XLA cost_analysis of one forward,
+or of one
 forward + input-gradient backward, compiled for a batch of 256 and divided by 256). XLA's own
 count of a whole method is not used because it counts a loop body once, not once per trip.
 """
@@ -34,11 +35,17 @@ BATCH = {"cheap": 1024, "costly": 64, "heavy": 16}
 
 
 def test_images(n: int) -> np.ndarray:
-    return data.load("mnist", "test")[0][:n]  # $MNISTXAI_DATA_DIR or --data-dir sources, as everywhere
+    return data.load("mnist", "test")[0][
+        :n
+    ]  # $MNISTXAI_DATA_DIR or --data-dir sources, as everywhere
 
 
 def classifier(checkpoint):
-    return load_classifier(checkpoint) if checkpoint else Classifier(init_cnn(CNN(), jax.random.key(0)))
+    return (
+        load_classifier(checkpoint)
+        if checkpoint
+        else Classifier(init_cnn(CNN(), jax.random.key(0)))
+    )
 
 
 def pass_flops(clf) -> tuple[float, float]:
@@ -54,7 +61,7 @@ def matmul_gflops(n: int = 2048) -> float:
     a = jnp.ones((n, n), jnp.float32)
     product = jit(lambda a: a @ a)
     product(a).block_until_ready()
-    return 2 * n ** 3 / min(_timed(lambda: product(a).block_until_ready()) for _ in range(5)) / 1e9
+    return 2 * n**3 / min(_timed(lambda: product(a).block_until_ready()) for _ in range(5)) / 1e9
 
 
 def main():
@@ -69,9 +76,11 @@ def main():
     images = test_images(1124)
     background = images[1024:1124]
     fwd, grad = pass_flops(clf)
-    print(f"{jax.devices()[0].device_kind}; forward {fwd / 1e6:.1f} MFLOP/image, "
-          f"forward+backward {grad / 1e6:.1f} MFLOP/image; float32 2048x2048 matmul "
-          f"{matmul_gflops():.0f} GFLOP/s (the practical peak)")
+    print(
+        f"{jax.devices()[0].device_kind}; forward {fwd / 1e6:.1f} MFLOP/image, "
+        f"forward+backward {grad / 1e6:.1f} MFLOP/image; float32 2048x2048 matmul "
+        f"{matmul_gflops():.0f} GFLOP/s (the practical peak)"
+    )
     print(f"{'method':22s} {'batch':>6s} {'images/s':>10s} {'GFLOP/s':>8s}")
     for name in args.methods.split(","):
         spec = xai.METHODS[name]
@@ -80,9 +89,10 @@ def main():
         batch = max(1, int(BATCH[spec.cost(parsed)] * args.scale))
         x = images[:batch]
 
-        def call():
+        def call(name=name, x=x, options=options):
             r = xai.explain(name, clf, x, key=jax.random.key(0), **options)
             return jax.block_until_ready(r)
+
         result = call()  # compile
         best = min(_timed(call) for _ in range(args.repeats))
         n_grad, n_fwd = spec.passes(parsed)

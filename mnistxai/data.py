@@ -6,7 +6,8 @@
 2. the ``MNISTXAI_DATA_DIR`` environment variable (MNIST in the folder itself or in ``mnist/``,
    Fashion-MNIST only in ``fashion_mnist/`` below it: IDX files do not say which dataset they hold);
 3. for Fashion-MNIST, ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``);
-4. a tensorflow-datasets copy already prepared on disk (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``);
+4. a tensorflow-datasets copy already prepared on disk (``TFDS_DATA_DIR`` or
+``~/tensorflow_datasets``);
 5. a tensorflow-datasets download, tried only when the download host answers within seconds.
 
 A local folder holds the four standard IDX files, gzipped or not, named either
@@ -28,8 +29,18 @@ from mnistxai.util.errors import InputError
 DATASETS = ("mnist", "fashion_mnist")
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
-    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
+    "fashion_mnist": (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
 }
 SPLITS = ("train", "test")
 ENV_VAR = "MNISTXAI_DATA_DIR"
@@ -68,16 +79,19 @@ def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.nd
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     size = int(np.prod(dims, dtype=np.int64))
     if len(raw) - header != size:
-        raise DataError(f"{path}: header promises {size} bytes of data for shape {dims}, "
-                        f"file has {len(raw) - header} (truncated or corrupt)")
+        raise DataError(
+            f"{path}: header promises {size} bytes of data for shape {dims}, "
+            f"file has {len(raw) - header} (truncated or corrupt)"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Write a uint8 array as an IDX file (gzipped if ``path`` ends in ``.gz``). For tests and tools."""
+    """Write a uint8 array as an IDX file (gzipped if ``path`` ends in ``.gz``). For tests and
+    tools."""
     path = Path(path)
     array = np.ascontiguousarray(array, np.uint8)
     header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
@@ -109,7 +123,9 @@ def load_idx_folder(folder: str | os.PathLike, split: str) -> tuple[np.ndarray, 
     if images.shape[1:] != (28, 28):
         raise DataError(f"{image_file}: images are {images.shape[1:]}, expected 28x28")
     if len(images) != len(labels):
-        raise DataError(f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels")
+        raise DataError(
+            f"{image_file} has {len(images)} images but {label_file} has {len(labels)} labels"
+        )
     if labels.max(initial=0) > 9:
         raise DataError(f"{label_file}: labels must be 0..9, found {labels.max()}")
     return images, labels.astype(np.int32)
@@ -119,7 +135,8 @@ def _env_folders(dataset: str) -> list[Path]:
     """Folders that ``$MNISTXAI_DATA_DIR`` offers for ``dataset``.
 
     IDX files do not say which dataset they hold, so the variable's folder itself serves MNIST
-    only; either dataset may also sit in a subfolder named after it (``mnist/``, ``fashion_mnist/``).
+    only; either dataset may also sit in a subfolder named after it (``mnist/``,
+    ``fashion_mnist/``).
     """
     root = os.environ.get(ENV_VAR)
     if not root:
@@ -145,7 +162,8 @@ def _host_reachable(host_port=_DOWNLOAD_HOST, timeout: float = 3.0) -> bool:
 
 
 def _load_tfds(dataset: str, split: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Read (and if ``download``, first fetch) a dataset through tensorflow-datasets, without TensorFlow."""
+    """Read (and if ``download``, first fetch) a dataset through tensorflow-datasets, without
+    TensorFlow."""
     import tensorflow_datasets as tfds  # slow import; only on this path
 
     builder = tfds.builder(dataset, data_dir=str(_tfds_data_dir()), file_format="array_record")
@@ -160,21 +178,29 @@ def _load_tfds(dataset: str, split: str, download: bool) -> tuple[np.ndarray, np
 
 def _missing_message(dataset: str, split: str, looked: list[str]) -> str:
     prefix = _PREFIX[split]
-    return (f"{dataset} ({split}) not found (looked in: {', '.join(looked) or 'nowhere'}) and the "
-            f"download host is unreachable. Put {prefix}-images-idx3-ubyte.gz and "
-            f"{prefix}-labels-idx1-ubyte.gz in a folder and pass --data-dir FOLDER or set {ENV_VAR}=FOLDER"
-            + (" (or: apt-get install dataset-fashion-mnist)" if dataset == "fashion_mnist" else ""))
+    return (
+        f"{dataset} ({split}) not found (looked in: {', '.join(looked) or 'nowhere'}) and the "
+        f"download host is unreachable. Put {prefix}-images-idx3-ubyte.gz and "
+        f"{prefix}-labels-idx1-ubyte.gz in a folder and pass --data-dir FOLDER or set "
+        f"{ENV_VAR}=FOLDER"
+        + (" (or: apt-get install dataset-fashion-mnist)" if dataset == "fashion_mnist" else "")
+    )
 
 
-def load(dataset: str = "mnist", split: str = "train", data_dir: str | os.PathLike | None = None,
-         download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load(
+    dataset: str = "mnist",
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Load a dataset split as ``(images uint8 (N, 28, 28), labels int32 (N,))``.
 
     Args:
       dataset: ``"mnist"`` or ``"fashion_mnist"``.
       split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
       data_dir: a folder of IDX files; when given it is the only local folder consulted.
-      download: allow the tensorflow-datasets download as a last resort (only when the host answers).
+      download: allow the tensorflow-datasets download as a last resort (only when the host
+      answers).
     """
     if dataset not in DATASETS:
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -193,8 +219,11 @@ def load(dataset: str = "mnist", split: str = "train", data_dir: str | os.PathLi
         if found is not None:
             return found
     if data_dir is not None:
-        raise DataError(f"no {split} IDX files for {dataset} in {data_dir} "
-                        f"(expected {_PREFIX[split]}-images-idx3-ubyte[.gz] and {_PREFIX[split]}-labels-idx1-ubyte[.gz])")
+        raise DataError(
+            f"no {split} IDX files for {dataset} in {data_dir} "
+            f"(expected {_PREFIX[split]}-images-idx3-ubyte[.gz] and "
+            f"{_PREFIX[split]}-labels-idx1-ubyte[.gz])"
+        )
     looked = [str(f) for f in folders]
     if _tfds_prepared(dataset):
         return _load_tfds(dataset, split, download=False)

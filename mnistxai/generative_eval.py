@@ -1,4 +1,5 @@
-"""``python -m mnistxai.generative_eval``: the command line of ``mnistxai.training.generative_eval``."""
+"""``python -m mnistxai.generative_eval``: the command line of
+``mnistxai.training.generative_eval``."""
 
 from mnistxai.training.generative_eval import main
 from mnistxai.util.cli import run_main

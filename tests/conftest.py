@@ -1,4 +1,5 @@
-"""Shared fixtures. Real MNIST comes from $MNISTXAI_DATA_DIR or ../shared/data/mnist beside the repo."""
+"""Shared fixtures. Real MNIST comes from $MNISTXAI_DATA_DIR or ../shared/data/mnist beside the
+repo."""
 
 import os
 from pathlib import Path
@@ -13,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 def mnist_dir() -> Path:
     folder = Path(os.environ.get("MNISTXAI_DATA_DIR") or REPO.parent / "shared" / "data" / "mnist")
     assert (folder / "t10k-images-idx3-ubyte.gz").is_file(), (
-        f"real MNIST is needed at {folder}: set MNISTXAI_DATA_DIR to a folder of the four IDX files")
+        f"real MNIST is needed at {folder}: set MNISTXAI_DATA_DIR to a folder of the four IDX files"
+    )
     return folder
 
 
@@ -28,7 +30,8 @@ def random_classifier():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, mnist_dir):
-    """A CNN trained for one epoch on 5,000 real MNIST images (~85% test accuracy): (workdir, history).
+    """A CNN trained for one epoch on 5,000 real MNIST images (~85% test accuracy): (workdir,
+    history).
 
     Shared by every test that needs a trained checkpoint, so the suite trains it once.
     """
@@ -45,7 +48,9 @@ def vae_run(tmp_path_factory, mnist_dir):
     from mnistxai.training.generative import VAEConfig, train_vae
 
     workdir = tmp_path_factory.mktemp("vae")
-    config = VAEConfig(data_dir=str(mnist_dir), limit_train=384, limit_test=128, epochs=3, batch_size=64)
+    config = VAEConfig(
+        data_dir=str(mnist_dir), limit_train=384, limit_test=128, epochs=3, batch_size=64
+    )
     return workdir, train_vae(config, workdir, progress=False)
 
 
@@ -56,4 +61,6 @@ def generator_run(tmp_path_factory, mnist_dir):
     from mnistxai.training.generative import GANConfig, train_generator
 
     workdir = tmp_path_factory.mktemp("generator")
-    return workdir, train_generator(GANConfig(data_dir=str(mnist_dir), **TINY_GAN), workdir, progress=False)
+    return workdir, train_generator(
+        GANConfig(data_dir=str(mnist_dir), **TINY_GAN), workdir, progress=False
+    )

@@ -13,6 +13,7 @@ def test_over_active_runs_only_active_indices_in_packed_passes():
     def fn(idx, active):
         jax.debug.callback(lambda n: passes.append(int(n)), idx.shape[0])  # one call per pass
         return jnp.where(active[idx], 2.0 * idx + 1.0, jnp.nan)  # NaN if an inactive one leaked
+
     run = jax.jit(lambda a: over_active(lambda idx: fn(idx, a), a, 16))
     for active in (jnp.arange(40) % 3 == 0, jnp.zeros(40, bool), jnp.ones(40, bool)):
         passes.clear()
@@ -38,6 +39,7 @@ def test_over_groups_equals_one_batch_with_a_remainder_group():
         xs, ts = args
         seen.append(xs.shape[0])
         return xs.sum(1) * ts, ts + 1
+
     out, t1 = over_groups(fn, (x, t), 3)
     np.testing.assert_array_equal(out, x.sum(1) * t)
     np.testing.assert_array_equal(t1, t + 1)

@@ -52,8 +52,18 @@ def _corrupt(tmp_path, how):
     return path
 
 
-@pytest.mark.parametrize("how", ["truncated_payload", "extra_bytes", "bad_magic", "wrong_dtype",
-                                 "wrong_ndim", "truncated_header", "truncated_gzip"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "truncated_payload",
+        "extra_bytes",
+        "bad_magic",
+        "wrong_dtype",
+        "wrong_ndim",
+        "truncated_header",
+        "truncated_gzip",
+    ],
+)
 def test_corrupt_idx_is_a_clear_error_naming_the_file(tmp_path, how):
     path = _corrupt(tmp_path, how)
     with pytest.raises(DataError, match=path.name):
@@ -112,7 +122,11 @@ def test_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
         data.load("mnist", "train")
     assert time.perf_counter() - start < 5
     message = str(err.value)
-    assert data.ENV_VAR in message and "--data-dir" in message and "train-images-idx3-ubyte.gz" in message
+    assert (
+        data.ENV_VAR in message
+        and "--data-dir" in message
+        and "train-images-idx3-ubyte.gz" in message
+    )
 
 
 def test_reachability_probe_gives_up_on_a_closed_port():
@@ -131,6 +145,17 @@ def test_real_mnist(mnist_dir):
     test_images, test_labels = data.load("mnist", "test", data_dir=mnist_dir)
     assert train_images.shape == (60000, 28, 28) and test_images.shape == (10000, 28, 28)
     assert train_images.dtype == np.uint8 and train_labels.dtype == np.int32
-    assert np.bincount(test_labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert np.bincount(test_labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     x = data.to_model_input(test_images[:5])
     assert x.shape == (5, 28, 28, 1) and x.dtype == np.float32 and 0 <= x.min() and x.max() == 1.0

@@ -1,4 +1,5 @@
-"""The demo scripts end to end, in subprocesses, on small settings; and the report in a real browser."""
+"""The demo scripts end to end, in subprocesses, on small settings; and the report in a real
+browser."""
 
 import os
 import re
@@ -18,8 +19,14 @@ METHODS = "saliency,integrated_gradients,gradcam,occlusion"
 
 def run_script(*args, env_extra=None, timeout=300):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def assert_picture(path: Path):
@@ -36,9 +43,18 @@ def trained_workdir(trained_run):
 def test_simple_demo_runs_without_any_dataset(tmp_path):
     empty = tmp_path / "no_data"
     empty.mkdir()
-    result = run_script("simple_mnist_xai_demo.py", "--out", tmp_path / "out", "--checkpoint", tmp_path / "none",
-                        "--methods", METHODS, "--digits", "2",
-                        env_extra={"MNISTXAI_DATA_DIR": str(empty), "TFDS_DATA_DIR": str(empty)})
+    result = run_script(
+        "simple_mnist_xai_demo.py",
+        "--out",
+        tmp_path / "out",
+        "--checkpoint",
+        tmp_path / "none",
+        "--methods",
+        METHODS,
+        "--digits",
+        "2",
+        env_extra={"MNISTXAI_DATA_DIR": str(empty), "TFDS_DATA_DIR": str(empty)},
+    )
     assert result.returncode == 0, result.stderr
     assert "rendered from a font" in result.stdout and "NOT meaningful" not in result.stderr
     assert "not what a" in result.stdout  # says plainly that untrained maps mean nothing
@@ -46,26 +62,68 @@ def test_simple_demo_runs_without_any_dataset(tmp_path):
 
 
 def test_simple_demo_shows_trained_maps_beside(tmp_path, trained_workdir):
-    result = run_script("simple_mnist_xai_demo.py", "--out", tmp_path, "--checkpoint", trained_workdir,
-                        "--methods", "saliency,gradcam", "--digits", "2")
+    result = run_script(
+        "simple_mnist_xai_demo.py",
+        "--out",
+        tmp_path,
+        "--checkpoint",
+        trained_workdir,
+        "--methods",
+        "saliency,gradcam",
+        "--digits",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     assert re.search(r"saliency\s+[\d.]+\s+[\d.]+", result.stdout)  # a column per model
     assert_picture(tmp_path / "simple_demo.png")
 
 
-def test_demo_writes_every_section_and_a_consistent_report(tmp_path, trained_workdir, vae_run, generator_run):
+def test_demo_writes_every_section_and_a_consistent_report(
+    tmp_path, trained_workdir, vae_run, generator_run
+):
     digit = Image.new("RGB", (90, 120), (245, 240, 230))  # a dark "1" on light paper, not 28x28
     digit.paste((30, 30, 30), (40, 15, 52, 105))
     digit.save(tmp_path / "mine.png")
     out = tmp_path / "out"
-    result = run_script("demo_mnist_xai.py", "--checkpoint", trained_workdir, "--out", out, "--methods", METHODS,
-                        "--indices", "0,1", "--grid-size", "5", "--tour-points", "60", "--quick",
-                        "--image", tmp_path / "mine.png", "--vae", vae_run[0], "--generator", generator_run[0],
-                        "--am-steps", "10")
+    result = run_script(
+        "demo_mnist_xai.py",
+        "--checkpoint",
+        trained_workdir,
+        "--out",
+        out,
+        "--methods",
+        METHODS,
+        "--indices",
+        "0,1",
+        "--grid-size",
+        "5",
+        "--tour-points",
+        "60",
+        "--quick",
+        "--image",
+        tmp_path / "mine.png",
+        "--vae",
+        vae_run[0],
+        "--generator",
+        generator_run[0],
+        "--am-steps",
+        "10",
+    )
     assert result.returncode == 0, result.stderr
-    for name in ("digit_0.png", "digit_1.png", "batch_grid.png", "good_vs_bad.png", "confusion_matrix.png",
-                 "confused_pairs.png", "activation_maximization.png", "latent_walks.png", "training_curves_cnn.png",
-                 "training_curves_vae.png", "training_curves_generator.png", "your_digit.png"):
+    for name in (
+        "digit_0.png",
+        "digit_1.png",
+        "batch_grid.png",
+        "good_vs_bad.png",
+        "confusion_matrix.png",
+        "confused_pairs.png",
+        "activation_maximization.png",
+        "latent_walks.png",
+        "training_curves_cnn.png",
+        "training_curves_vae.png",
+        "training_curves_generator.png",
+        "your_digit.png",
+    ):
         assert_picture(out / name)
     gif = Image.open(out / "grand_tour.gif")
     assert gif.n_frames > 10
@@ -89,14 +147,18 @@ def test_demo_names_the_commands_for_missing_generative_models(tmp_path, monkeyp
 
 
 def test_demo_without_checkpoint_says_how_to_train(tmp_path):
-    result = run_script("demo_mnist_xai.py", "--checkpoint", tmp_path / "missing", "--out", tmp_path / "o")
+    result = run_script(
+        "demo_mnist_xai.py", "--checkpoint", tmp_path / "missing", "--out", tmp_path / "o"
+    )
     assert result.returncode == 2
     assert "python train_mnist.py" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_demo_rejects_unknown_method(tmp_path, trained_workdir):
-    result = run_script("demo_mnist_xai.py", "--checkpoint", trained_workdir, "--methods", "saliency,magic")
+    result = run_script(
+        "demo_mnist_xai.py", "--checkpoint", trained_workdir, "--methods", "saliency,magic"
+    )
     assert result.returncode == 2 and "unknown method(s) magic" in result.stderr
 
 
@@ -104,23 +166,41 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(_chromium() is None, reason="LOUD: Chromium is not installed, so the report was not checked "
-                    "in a real browser; .ci/run installs Debian's chromium (apt-get install chromium)")
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="LOUD: Chromium is not installed, so the report was not checked "
+    "in a real browser; .ci/run installs Debian's chromium (apt-get install chromium)",
+)
 def test_report_renders_in_headless_chromium(tmp_path):
     from mnistxai.report import html as report, viz
 
     fig = viz.plot_image_grid(np.random.default_rng(0).random((2, 3, 28, 28)), title="grid")
     viz.save_figure(fig, tmp_path / "grid.png")
-    sections = [report.Section("Figures", "text", [report.Figure("grid.png", "a grid")]),
-                report.Section("Broken", "", [])]
+    sections = [
+        report.Section("Figures", "text", [report.Figure("grid.png", "a grid")]),
+        report.Section("Broken", "", []),
+    ]
     page = report.write_report(tmp_path, "test", "intro", sections)
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}",
-             "--virtual-time-budget=5000", "--dump-dom"]
-    dom = subprocess.run([_chromium(), *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'p'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+    ]
+    dom = subprocess.run(
+        [_chromium(), *flags, page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert 'data-images-total="1"' in dom and 'data-images-broken="0"' in dom
     (tmp_path / "grid.png").unlink()  # the page's own check must notice a figure that fails to load
-    dom = subprocess.run([_chromium(), *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [_chromium(), *flags, page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert 'data-images-broken="1"' in dom
 
 
@@ -134,7 +214,9 @@ def test_user_image_conversion_handles_either_polarity():
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert a.shape == (28, 28) and a.max() == pytest.approx(1.0, abs=0.05) and a[0, 0] == 0.0
     ys, xs = np.indices(a.shape)
-    assert abs((ys * a).sum() / a.sum() - 13.5) <= 0.5 and abs((xs * a).sum() / a.sum() - 13.5) <= 0.5
+    assert (
+        abs((ys * a).sum() / a.sum() - 13.5) <= 0.5 and abs((xs * a).sum() / a.sum() - 13.5) <= 0.5
+    )
     with pytest.raises(ValueError, match="no digit"):
         to_mnist_convention(np.ones((30, 30), np.float32))
 
@@ -142,7 +224,10 @@ def test_user_image_conversion_handles_either_polarity():
 def test_leaderboard_markdown_becomes_an_escaped_html_table():
     from mnistxai.report.html import markdown_to_html
 
-    text = "# Leaderboard\n\n| method | deletion |\n| --- | ---: |\n| **saliency** | 0.12 ± 0.01 |\n| <x> | `1` |\n\nNote."
+    text = (
+        "# Leaderboard\n\n| method | deletion |\n| --- | ---: |\n| **saliency** | 0.12 ± 0.01 "
+        "|\n| <x> | `1` |\n\nNote."
+    )
     page = markdown_to_html(text)
     assert page.startswith("<h3>Leaderboard</h3>")
     assert "<thead><tr><th>method</th><th>deletion</th></tr></thead>" in page

@@ -67,7 +67,9 @@ def test_generator_samples_from_its_prior():
 
 
 def test_gan_config_prior_choices():
-    assert GANConfig().prior_kind == "normal" and GANConfig(init_from="runs/vae").prior_kind == "class"
+    assert (
+        GANConfig().prior_kind == "normal" and GANConfig(init_from="runs/vae").prior_kind == "class"
+    )
     assert GANConfig(init_from="runs/vae", prior="normal").prior_kind == "normal"
     with pytest.raises(ValueError, match="needs init_from"):
         GANConfig(prior="class").validate()

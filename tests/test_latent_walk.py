@@ -1,4 +1,5 @@
-"""Latent walks: endpoints are the reconstructions, the flip bracket is tight and real, batching is exact."""
+"""Latent walks: endpoints are the reconstructions, the flip bracket is tight and real, batching is
+exact."""
 
 import jax
 import jax.numpy as jnp
@@ -23,18 +24,23 @@ def small_vae(mnist_dir):
 
 @struct.dataclass
 class InkClassifier:
-    """Class 1 when the mean intensity exceeds ``threshold``, else class 0: a known decision boundary."""
+    """Class 1 when the mean intensity exceeds ``threshold``, else class 0: a known decision
+    boundary."""
 
     threshold: jax.Array
 
     def logits(self, x):
         m = x.mean(axis=(1, 2, 3))
-        return jnp.stack([self.threshold - m, m - self.threshold] + [jnp.full_like(m, -1.0)] * 8, -1) * 100
+        return (
+            jnp.stack([self.threshold - m, m - self.threshold] + [jnp.full_like(m, -1.0)] * 8, -1)
+            * 100
+        )
 
 
 @pytest.fixture(scope="module")
 def walk_setup(small_vae, images):
-    """Pairs of test images and a classifier whose boundary lies between each pair's reconstructions."""
+    """Pairs of test images and a classifier whose boundary lies between each pair's
+    reconstructions."""
     x = images[0]
     ink = np.asarray(small_vae.reconstruct(jnp.asarray(x[:64]))).mean(axis=(1, 2, 3))
     order = np.argsort(ink)
@@ -47,7 +53,11 @@ def walk_setup(small_vae, images):
 def test_endpoints_are_the_reconstructions(small_vae, walk_setup, kind):
     x0, x1, classifier = walk_setup
     w = lw.walk(small_vae, classifier, x0, x1, steps=7, kind=kind)
-    assert w.images.shape == (6, 7, 28, 28, 1) and w.cnn_probs.shape == w.latent_probs.shape == (6, 7, 10)
+    assert w.images.shape == (6, 7, 28, 28, 1) and w.cnn_probs.shape == w.latent_probs.shape == (
+        6,
+        7,
+        10,
+    )
     np.testing.assert_allclose(w.images[:, 0], small_vae.reconstruct(jnp.asarray(x0)), atol=1e-5)
     np.testing.assert_allclose(w.images[:, -1], small_vae.reconstruct(jnp.asarray(x1)), atol=1e-5)
     np.testing.assert_allclose(w.latent_probs.sum(-1), 1.0, rtol=1e-5)
@@ -58,7 +68,9 @@ def test_flip_bracket_is_within_tolerance_and_classes_differ(small_vae, walk_set
     x0, x1, classifier = walk_setup
     w = lw.walk(small_vae, classifier, x0, x1, steps=6, kind=kind, tol=tol)
     assert bool(w.flipped.all())
-    assert np.all(np.asarray(w.t_hi - w.t_lo) <= tol) and np.all(np.asarray(w.t_lo) < np.asarray(w.t_hi))
+    assert np.all(np.asarray(w.t_hi - w.t_lo) <= tol) and np.all(
+        np.asarray(w.t_lo) < np.asarray(w.t_hi)
+    )
     lo = np.argmax(classifier.logits(w.image_lo), -1)
     hi = np.argmax(classifier.logits(w.image_hi), -1)
     assert np.all(lo == 0) and np.all(hi == 1) and np.all(np.asarray(w.class_hi) == 1)
@@ -73,7 +85,9 @@ def test_batched_walks_equal_single_walks(small_vae, walk_setup):
     for i in range(len(x0)):
         one = lw.walk(small_vae, classifier, x0[i], x1[i], steps=6, kind="spherical", by="latent")
         for name in ("images", "cnn_probs", "latent_probs", "t_lo", "t_hi", "contrast", "class_hi"):
-            np.testing.assert_allclose(getattr(one, name)[0], getattr(batch, name)[i], atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(
+                getattr(one, name)[0], getattr(batch, name)[i], atol=1e-5, err_msg=name
+            )
 
 
 def test_interpolation_paths():
@@ -82,9 +96,15 @@ def test_interpolation_paths():
         np.testing.assert_allclose(lw.interpolate(z0, z1, 0.0, kind), z0, atol=1e-6)
         np.testing.assert_allclose(lw.interpolate(z0, z1, 1.0, kind), z1, atol=1e-6)
     mid = lw.interpolate(z0, z1, 0.5, "spherical")
-    assert float(jnp.linalg.norm(mid)) == pytest.approx(3.0, rel=1e-5)  # the norm is kept, unlike linear
-    np.testing.assert_allclose(lw.interpolate(z0, 2 * z0, 0.3, "spherical"), 1.3 * z0, rtol=1e-5)  # parallel
-    np.testing.assert_allclose(lw.interpolate(z0, -z0, 0.25, "spherical"), 0.5 * z0, rtol=1e-5)  # antiparallel
+    assert float(jnp.linalg.norm(mid)) == pytest.approx(
+        3.0, rel=1e-5
+    )  # the norm is kept, unlike linear
+    np.testing.assert_allclose(
+        lw.interpolate(z0, 2 * z0, 0.3, "spherical"), 1.3 * z0, rtol=1e-5
+    )  # parallel
+    np.testing.assert_allclose(
+        lw.interpolate(z0, -z0, 0.25, "spherical"), 0.5 * z0, rtol=1e-5
+    )  # antiparallel
 
 
 def test_pairs_from_the_confusion_matrix():
@@ -101,10 +121,15 @@ def test_pairs_from_the_confusion_matrix():
         lw.pairs_of_classes(labels, preds, [(0, 7)], per_pair=2)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(kind="cubic"), "unknown kind"), (dict(steps=1), "steps must be"), (dict(tol=0.0), "tol must be"),
-    (dict(by="svm"), "unknown by"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="cubic"), "unknown kind"),
+        (dict(steps=1), "steps must be"),
+        (dict(tol=0.0), "tol must be"),
+        (dict(by="svm"), "unknown by"),
+    ],
+)
 def test_bad_walk_arguments(small_vae, walk_setup, kwargs, message):
     x0, x1, classifier = walk_setup
     with pytest.raises(ValueError, match=message):

@@ -45,26 +45,34 @@ def test_shapes_dtypes_batch_chunking_keys_and_no_retrace(random_classifier, dig
     assert np.isfinite(maps).all(), name
     for k, v in res.extras.items():
         assert np.shape(v)[0] == 3 and np.isfinite(np.asarray(v)).all(), (name, k)
-    np.testing.assert_array_equal(res.targets, jnp.argmax(random_classifier.logits(
-        data.to_model_input(digits)), -1))
+    np.testing.assert_array_equal(
+        res.targets, jnp.argmax(random_classifier.logits(data.to_model_input(digits)), -1)
+    )
     scale = float(np.abs(maps).max()) or 1.0
 
     # batch equals per example (a stochastic method: example i's draws come from split(key)[i])
     if not spec.needs_key(spec.parse(options, 3, random_classifier)):
         for i in range(3):
             one = explain(name, random_classifier, digits[i], key=key, **options)
-            np.testing.assert_allclose(one.attributions[0], maps[i], rtol=1e-4, atol=1e-5 * scale,
-                                       err_msg=f"{name}: example {i} alone")
+            np.testing.assert_allclose(
+                one.attributions[0],
+                maps[i],
+                rtol=1e-4,
+                atol=1e-5 * scale,
+                err_msg=f"{name}: example {i} alone",
+            )
     # the chunk size bounds memory and changes nothing else
     small = explain(name, random_classifier, digits, key=key, **options, chunk_size=2)
-    np.testing.assert_allclose(small.attributions, maps, rtol=1e-4, atol=1e-5 * scale,
-                               err_msg=f"{name}: chunk_size=2")
+    np.testing.assert_allclose(
+        small.attributions, maps, rtol=1e-4, atol=1e-5 * scale, err_msg=f"{name}: chunk_size=2"
+    )
     # the same key gives the same maps, and new weights of the same shapes reuse the program
     before = compiled()
     again = explain(name, random_classifier, digits, key=key, **options)
     np.testing.assert_array_equal(again.attributions, maps)
-    heavier = random_classifier.replace(variables=jax.tree_util.tree_map(
-        lambda v: v * 1.01, random_classifier.variables))
+    heavier = random_classifier.replace(
+        variables=jax.tree_util.tree_map(lambda v: v * 1.01, random_classifier.variables)
+    )
     explain(name, heavier, digits, key=key, **options)
     assert compiled() == before, f"{name} recompiled for a second call"
     if spec.needs_key(spec.parse(options, 3, random_classifier)):
@@ -92,8 +100,9 @@ def test_bad_input_is_a_value_error_before_compiling(random_classifier, digits, 
     options = {**options_for(name, digits), **bad.get("options", {})}
     before = compiled()
     with pytest.raises(ValueError, match=match):
-        explain(name, random_classifier, images, bad.get("targets"), key=jax.random.key(0),
-                **options)
+        explain(
+            name, random_classifier, images, bad.get("targets"), key=jax.random.key(0), **options
+        )
     assert compiled() == before
 
 
@@ -113,8 +122,9 @@ def test_float64_in_float64_out_when_x64_is_on(random_classifier, digits, name):
         assert np.isfinite(maps64).all()
     if spec.needs_key(spec.parse(options, 3, random_classifier)):
         return  # random draws depend on their dtype: float64 noise is other noise
-    maps32 = np.asarray(explain(name, random_classifier, images.astype(np.float32), key=key,
-                                **options).attributions)
+    maps32 = np.asarray(
+        explain(name, random_classifier, images.astype(np.float32), key=key, **options).attributions
+    )
     np.testing.assert_allclose(maps32, maps64, atol=1e-3 * np.abs(maps64).max())
 
 
@@ -122,5 +132,6 @@ def test_every_method_documents_itself():
     for name, spec in METHODS.items():
         assert spec.summary and spec.paper, name
         assert spec.fn.__doc__ and len(spec.fn.__doc__.splitlines()) >= 1, name
-        assert all(opt in (spec.fn.__doc__ or "") or opt in ("chunk_size", "layer")
-                   for opt in spec.options), (name, list(spec.options))
+        assert all(
+            opt in (spec.fn.__doc__ or "") or opt in ("chunk_size", "layer") for opt in spec.options
+        ), (name, list(spec.options))

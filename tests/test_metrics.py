@@ -29,14 +29,20 @@ def mlp_apply(params, z):
 def tiny_mlp(seed=1, size=28, hidden=16, classes=10):
     """Parameters of a one-hidden-layer ReLU net on (size x size) images (``mlp_apply``)."""
     k1, k2 = jax.random.split(jax.random.key(seed))
-    return {"w1": jax.random.normal(k1, (size * size, hidden)) / size,
-            "w2": jax.random.normal(k2, (hidden, classes))}
+    return {
+        "w1": jax.random.normal(k1, (size * size, hidden)) / size,
+        "w2": jax.random.normal(k2, (hidden, classes)),
+    }
 
 
 def test_exact_linear_map_deletion_falls_fastest_and_beats_random():
     score, x, w, exact, t = linear_case()
-    others = {"random": M.random_attribution(x, jax.random.key(3)), "input": x[..., 0],
-              "weights": jnp.broadcast_to(w[..., 0], exact.shape), "reversed": -exact}
+    others = {
+        "random": M.random_attribution(x, jax.random.key(3)),
+        "input": x[..., 0],
+        "weights": jnp.broadcast_to(w[..., 0], exact.shape),
+        "reversed": -exact,
+    }
     best = M.deletion(score, x, exact, t, steps=8)
     ins = M.insertion(score, x, exact, t, steps=8)
     for name, a in others.items():
@@ -55,8 +61,14 @@ def test_constant_map_gives_random_order_expectation():
     score, x, _, _, _ = linear_case(b=1)
     reps = 400
     xs = jnp.repeat(x, reps, 0)
-    out = M.deletion(score, xs, jnp.ones((reps, H, W)), jnp.zeros(reps, jnp.int32), steps=8,
-                     key=jax.random.key(0))
+    out = M.deletion(
+        score,
+        xs,
+        jnp.ones((reps, H, W)),
+        jnp.zeros(reps, jnp.int32),
+        steps=8,
+        key=jax.random.key(0),
+    )
     auc = np.asarray(out["auc"])
     assert auc.std() > 0  # the ties really were broken at random
     assert abs(auc.mean() - float(score(x)[0, 0]) / 2) < 4 * auc.std() / np.sqrt(reps)
@@ -75,8 +87,9 @@ def test_region_perturbation_orders_and_pixel_flipping():
     assert np.all(morf > rand_morf) and np.all(lerf < rand_morf) and np.all(morf > lerf)
     # patch 1 with a black baseline is pixel flipping: the deletion curve one pixel per step
     flip = M.region_perturbation(score, x, exact, t, patch=1, regions=H * W, baseline=0.0)
-    np.testing.assert_allclose(flip["curve"], M.deletion(score, x, exact, t, steps=H * W)["curve"],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        flip["curve"], M.deletion(score, x, exact, t, steps=H * W)["curve"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_faithfulness_correlation_and_infidelity_on_linear_model():
@@ -113,7 +126,7 @@ def test_steps_that_change_no_pixel_are_skipped_and_curves_equal_a_naive_loop():
     a = x[..., 0] * jax.random.normal(jax.random.key(8), (28, 28))
     t = jnp.array([1, 4, 9], jnp.int32)
     kw = dict(chunk_size=8)  # several packed passes (and a remainder) over the 3 x 17 points
-    dele = M.deletion(score, x, a, t, steps=16, **kw)    # no key: ties broken by pixel index
+    dele = M.deletion(score, x, a, t, steps=16, **kw)  # no key: ties broken by pixel index
     ins = M.insertion(score, x, a, t, steps=16, **kw)
     flip = M.region_perturbation(score, x, a, t, patch=4, regions=20, baseline=0.0, **kw)
     counts = np.round(np.linspace(0, 784, 17)).astype(int)
@@ -121,19 +134,33 @@ def test_steps_that_change_no_pixel_are_skipped_and_curves_equal_a_naive_loop():
     for i in range(3):
         ranks = np.argsort(np.argsort(-np.asarray(a[i]).ravel(), kind="stable"), kind="stable")
         ranks = ranks.reshape(28, 28)
-        np.testing.assert_allclose(dele["curve"][i], _naive_curve(score, xs[i], ranks, counts, xs[i],
-                                                                  0 * xs[i], t[i]), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(ins["curve"][i], _naive_curve(score, xs[i], ranks, counts, 0 * xs[i],
-                                                                 xs[i], t[i]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            dele["curve"][i],
+            _naive_curve(score, xs[i], ranks, counts, xs[i], 0 * xs[i], t[i]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        np.testing.assert_allclose(
+            ins["curve"][i],
+            _naive_curve(score, xs[i], ranks, counts, 0 * xs[i], xs[i], t[i]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         region = np.asarray(a[i]).reshape(7, 4, 7, 4).sum((1, 3)).ravel()
         order = np.argsort(-region, kind="stable")
         region_ranks = np.empty(49, int)
         region_ranks[order] = np.arange(49)
         pixel_ranks = np.kron(region_ranks.reshape(7, 7), np.ones((4, 4), int))
-        np.testing.assert_allclose(flip["curve"][i], _naive_curve(score, xs[i], pixel_ranks, range(21),
-                                                                  xs[i], 0 * xs[i], t[i]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            flip["curve"][i],
+            _naive_curve(score, xs[i], pixel_ranks, range(21), xs[i], 0 * xs[i], t[i]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         # exactly the points that move a non-black pixel (and the first) are run
-        moved = [np.any(xs[i][(ranks >= lo) & (ranks < hi)] != 0) for lo, hi in zip(counts, counts[1:])]
+        moved = [
+            np.any(xs[i][(ranks >= lo) & (ranks < hi)] != 0) for lo, hi in zip(counts, counts[1:])
+        ]
         assert dele["evaluated"][i] == ins["evaluated"][i] == 1 + sum(moved)
         moved = [np.any(xs[i][pixel_ranks == r] != 0) for r in range(20)]
         assert flip["evaluated"][i] == 1 + sum(moved)
@@ -157,9 +184,16 @@ def test_shared_drops_give_the_same_metrics_for_every_map():
         a = M.random_attribution(x, jax.random.key(seed))
         np.testing.assert_allclose(
             M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60, drops=fd),
-            M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(M.infidelity(score, x, a, t, key=keys, samples=7, drops=idrops),
-                                   M.infidelity(score, x, a, t, key=keys, samples=7), rtol=1e-5, atol=1e-6)
+            M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        np.testing.assert_allclose(
+            M.infidelity(score, x, a, t, key=keys, samples=7, drops=idrops),
+            M.infidelity(score, x, a, t, key=keys, samples=7),
+            rtol=1e-5,
+            atol=1e-6,
+        )
     # the drops are f(x) - f(x with the subset blacked out): check one against its definition
     pixels = np.asarray(faithfulness._subset(keys[2], 3, 784, 60))
     assert len(set(pixels.tolist())) == 60
@@ -168,14 +202,17 @@ def test_shared_drops_give_the_same_metrics_for_every_map():
     np.testing.assert_allclose(fd[2, 3], expected, rtol=1e-5, atol=1e-6)
     # and the subsets are uniform: each of 20 pixels in half of 4,000 subsets of 10
     hits = np.zeros(20)
-    for i in np.asarray(jax.vmap(lambda i: faithfulness._subset(keys[0], i, 20, 10))(jnp.arange(4000))):
+    for i in np.asarray(
+        jax.vmap(lambda i: faithfulness._subset(keys[0], i, 20, 10))(jnp.arange(4000))
+    ):
         hits[i] += 1
     assert np.all(np.abs(hits / 4000 - 0.5) < 4 * np.sqrt(0.25 / 4000))
     with pytest.raises(ValueError, match="drops must have shape"):
         M.infidelity(score, x, a, t, key=keys, samples=6, drops=idrops)
     with pytest.raises(ValueError, match="drops contains NaN"):
-        M.faithfulness_correlation(score, x, a, t, key=keys, runs=8, subset=60,
-                                   drops=fd.at[0, 0].set(jnp.nan))
+        M.faithfulness_correlation(
+            score, x, a, t, key=keys, runs=8, subset=60, drops=fd.at[0, 0].set(jnp.nan)
+        )
 
 
 def test_sparseness_and_complexity_known_values():
@@ -193,7 +230,7 @@ def test_sparseness_and_complexity_known_values():
     for scale in (7.0, 1e-6, 1e-20):  # scale-free, down to maps far below any offset
         np.testing.assert_allclose(M.sparseness(scale * r), M.sparseness(r), rtol=1e-5)
     np.testing.assert_array_equal(M.sparseness(jnp.zeros((1, H, W))), 0.0)
-    assert np.all(M.sparseness(r) < M.sparseness(r ** 8))  # a peakier map is sparser
+    assert np.all(M.sparseness(r) < M.sparseness(r**8))  # a peakier map is sparser
 
 
 def _rankdata(v):
@@ -206,7 +243,7 @@ def _rankdata(v):
         j = i
         while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
             j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2
+        ranks[order[i : j + 1]] = (i + j) / 2
         i = j + 1
     return ranks
 
@@ -226,11 +263,14 @@ def _ssim_loop(a, b, win=7):
     vals = []
     for i in range(a.shape[0] - win + 1):
         for j in range(a.shape[1] - win + 1):
-            p, q = a[i:i + win, j:j + win].ravel(), b[i:i + win, j:j + win].ravel()
+            p, q = a[i : i + win, j : j + win].ravel(), b[i : i + win, j : j + win].ravel()
             cov = np.cov(p, q)
-            c1, c2 = 0.01 ** 2, 0.03 ** 2
-            vals.append((2 * p.mean() * q.mean() + c1) * (2 * cov[0, 1] + c2)
-                        / ((p.mean() ** 2 + q.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2)))
+            c1, c2 = 0.01**2, 0.03**2
+            vals.append(
+                (2 * p.mean() * q.mean() + c1)
+                * (2 * cov[0, 1] + c2)
+                / ((p.mean() ** 2 + q.mean() ** 2 + c1) * (cov[0, 0] + cov[1, 1] + c2))
+            )
     return np.mean(vals)
 
 
@@ -249,8 +289,9 @@ def test_sobel_and_random_baselines():
     r = np.asarray(M.random_attribution(x, jax.random.key(0)))
     assert r.shape == (2, 10, 10) and r.min() >= 0 and r.max() < 1 and not np.allclose(r[0], r[1])
     keys = jax.random.split(jax.random.key(0), 2)
-    np.testing.assert_array_equal(M.random_attribution(x, keys)[1:],
-                                  M.random_attribution(x[1:], keys[1:]))
+    np.testing.assert_array_equal(
+        M.random_attribution(x, keys)[1:], M.random_attribution(x[1:], keys[1:])
+    )
 
 
 def _gradient_map(params, xs, ts, keys):
@@ -262,12 +303,15 @@ def _all_metrics(params, x, a, t, keys, chunk_size):
     score = functools.partial(mlp_apply, params)
     return {
         "deletion": M.deletion(score, x, a, t, steps=5, key=keys, chunk_size=chunk_size)["curve"],
-        "insertion": M.insertion(score, x, a, t, steps=5, blur_sigma=2.0, key=keys,
-                                 chunk_size=chunk_size)["curve"],
-        "region": M.region_perturbation(score, x, a, t, patch=7, regions=6, key=keys,
-                                        chunk_size=chunk_size)["curve"],
-        "faithfulness": M.faithfulness_correlation(score, x, a, t, key=keys, runs=6, subset=50,
-                                                   chunk_size=chunk_size),
+        "insertion": M.insertion(
+            score, x, a, t, steps=5, blur_sigma=2.0, key=keys, chunk_size=chunk_size
+        )["curve"],
+        "region": M.region_perturbation(
+            score, x, a, t, patch=7, regions=6, key=keys, chunk_size=chunk_size
+        )["curve"],
+        "faithfulness": M.faithfulness_correlation(
+            score, x, a, t, key=keys, runs=6, subset=50, chunk_size=chunk_size
+        ),
         "infidelity": M.infidelity(score, x, a, t, key=keys, samples=6, chunk_size=chunk_size),
         "max_sensitivity": M.max_sensitivity(_gradient_map, params, x, a, t, key=keys, samples=3),
     }
@@ -284,10 +328,11 @@ def test_batched_equals_per_example_and_chunking_changes_nothing():
     for name in batched:
         np.testing.assert_allclose(small[name], batched[name], rtol=1e-5, atol=1e-6, err_msg=name)
     for i in (3,):
-        one = _all_metrics(params, x[i:i + 1], a[i:i + 1], t[i:i + 1], keys[i:i + 1], 256)
+        one = _all_metrics(params, x[i : i + 1], a[i : i + 1], t[i : i + 1], keys[i : i + 1], 256)
         for name in batched:
-            np.testing.assert_allclose(one[name][0], batched[name][i], rtol=1e-5, atol=1e-6,
-                                       err_msg=name)
+            np.testing.assert_allclose(
+                one[name][0], batched[name][i], rtol=1e-5, atol=1e-6, err_msg=name
+            )
 
 
 def test_randomization_linear_model_unchanged_vs_randomized():
@@ -313,15 +358,24 @@ def test_cnn_cascade_randomizes_top_down_and_saliency_fails_to_stay_put(random_c
     p0 = random_classifier.params
     for i, (stage, clf) in enumerate(cascade):  # exactly stages 0..i changed
         for s in M.CASCADE:
-            changed = not all(np.array_equal(a, b) for a, b in zip(
-                jax.tree_util.tree_leaves(clf.params[s]), jax.tree_util.tree_leaves(p0[s])))
+            changed = not all(
+                np.array_equal(a, b)
+                for a, b in zip(
+                    jax.tree_util.tree_leaves(clf.params[s]), jax.tree_util.tree_leaves(p0[s])
+                )
+            )
             assert changed == (M.CASCADE.index(s) <= i), (stage, s)
     explain = method_explain_fn("saliency", {}, random_classifier, 3)
     x = jax.random.uniform(jax.random.key(1), (3, 28, 28, 1))
     t = jnp.array([1, 2, 3], jnp.int32)
     out = M.model_parameter_randomization(
-        explain, random_classifier, [("identity", random_classifier), cascade[-1]], x, t,
-        key=jax.random.key(0))
+        explain,
+        random_classifier,
+        [("identity", random_classifier), cascade[-1]],
+        x,
+        t,
+        key=jax.random.key(0),
+    )
     np.testing.assert_allclose(out["identity"]["spearman"], 1.0, rtol=1e-6)
     assert np.mean(out[M.CASCADE[-1]]["spearman"]) < 0.6
 

@@ -21,8 +21,12 @@ def test_parameter_count_and_shapes(random_classifier):
 @pytest.mark.parametrize("layer", LAYERS + ("block1", "block2", "block3"))
 def test_head_of_features_is_logits(random_classifier, layer):
     x = jax.random.uniform(jax.random.key(2), (4, 28, 28, 1))
-    np.testing.assert_allclose(random_classifier.head(random_classifier.features(x, layer), layer),
-                               random_classifier.logits(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        random_classifier.head(random_classifier.features(x, layer), layer),
+        random_classifier.logits(x),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_unknown_layer():
@@ -31,10 +35,11 @@ def test_unknown_layer():
 
 
 def test_inference_is_per_example(random_classifier):
-    """BatchNorm uses running statistics in eval mode: an example's logits ignore its batch mates."""
+    """BatchNorm uses running statistics in eval mode: an example's logits ignore its batch
+    mates."""
     x = jax.random.uniform(jax.random.key(3), (5, 28, 28, 1))
     batched = random_classifier.logits(x)
-    single = jnp.concatenate([random_classifier.logits(x[i:i + 1]) for i in range(5)])
+    single = jnp.concatenate([random_classifier.logits(x[i : i + 1]) for i in range(5)])
     np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
 
 
@@ -56,8 +61,13 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
     tx = optax.adam(1e-3)
 
     def loss(params):
-        logits, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, train=True,
-                                mutable=["batch_stats"], rngs={"dropout": jax.random.key(6)})
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(6)},
+        )
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
     loss = jax.jit(loss)
@@ -71,10 +81,17 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch():
 def test_project_jit_keeps_convolutions_on_xlas_own_path():
     """mnistxai._jit.jit's option must reach XLA: on CPU its convolutions leave YNNPACK (which the
     default sends them to, and which runs this CNN's input gradients ~1.6x slower)."""
-    conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",  # noqa: E731
-                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv = lambda x, w: jax.lax.conv_general_dilated(
+        x,
+        w,
+        (1, 1),
+        "SAME",  # noqa: E731
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     x, w = jnp.ones((8, 28, 28, 32)), jnp.ones((3, 3, 32, 32))
     default = jax.jit(conv).lower(x, w).compile().as_text()
     ours = jit(conv).lower(x, w).compile().as_text()
     assert "convolution(" in ours and "ynn" not in ours
-    assert "ynn" in default  # else jaxlib changed its default and mnistxai.util.jit should be revisited
+    assert (
+        "ynn" in default
+    )  # else jaxlib changed its default and mnistxai.util.jit should be revisited

@@ -90,8 +90,8 @@ def gradcam_weigh(a, g):
 
 
 def gradcam_pp_weigh(a, g):
-    denom = 2 * g ** 2 + a.sum((0, 1)) * g ** 3
-    alpha = np.where(g != 0, g ** 2 / np.where(denom != 0, denom, 1.0), 0.0)
+    denom = 2 * g**2 + a.sum((0, 1)) * g**3
+    alpha = np.where(g != 0, g**2 / np.where(denom != 0, denom, 1.0), 0.0)
     return np.einsum("hwk,k->hw", a, (alpha * np.maximum(g, 0)).sum((0, 1)))
 
 
@@ -107,13 +107,15 @@ def minmax(maps):
 
 def noise_references(classifier, x, targets, key, noise_dtype):
     """The SmoothGrad family's {method: (options, reference maps[, scale])}, from the documented
-    draws: example i uses split(key, B)[i], its sample s fold_in(that, s), noise of ``noise_dtype``."""
+    draws: example i uses split(key, B)[i], its sample s fold_in(that, s), noise of
+    ``noise_dtype``."""
     samples, noise = 3, 0.15
     keys = jax.random.split(key, x.shape[0])
     noisy = []
     for s in range(samples):
-        eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, s), x.shape[1:],
-                                                   noise_dtype))(keys).astype(x.dtype)
+        eps = jax.vmap(
+            lambda k: jax.random.normal(jax.random.fold_in(k, s), x.shape[1:], noise_dtype)
+        )(keys).astype(x.dtype)
         sigma = noise * (x.max((1, 2, 3)) - x.min((1, 2, 3)))[:, None, None, None]
         noisy.append(np.asarray(flax_grads(classifier, x + sigma * eps, targets)))
     mean, mean_sq = sum(noisy) / samples, sum(n * n for n in noisy) / samples
@@ -148,8 +150,10 @@ def references(classifier, x, targets):
         "lrp": ({"epsilon": 0.0, "input_rule": "same"}, (g * x).sum(-1)),
         "gradcam": ({}, gradcam),
         "gradcam_pp": ({}, cam_reference(classifier, x, targets, "block3", gradcam_pp_weigh)),
-        "layercam": ({"layer": "conv3"},
-                     cam_reference(classifier, x, targets, "conv3", layercam_weigh)),
+        "layercam": (
+            {"layer": "conv3"},
+            cam_reference(classifier, x, targets, "conv3", layercam_weigh),
+        ),
         "guided_gradcam": ({}, gb * minmax(gradcam)),
     }
 
@@ -175,8 +179,9 @@ def float64_references(classifier, digits, targets):
         return references(clf, x, targets), noise_references(clf, x, targets, KEY, jnp.float64)
 
 
-def test_every_gradient_method_equals_the_flax_reference_in_float64(classifier, digits, targets,
-                                                                    float64_references):
+def test_every_gradient_method_equals_the_flax_reference_in_float64(
+    classifier, digits, targets, float64_references
+):
     refs, noisy = float64_references
     with jax.enable_x64(True):
         clf = classifier.astype(jnp.float64)
@@ -187,17 +192,21 @@ def test_every_gradient_method_equals_the_flax_reference_in_float64(classifier, 
             assert err.max() < 1e-10, (name, err.max(), int(err.argmax()))
 
 
-def test_every_gradient_method_in_float32_is_near_the_float64_reference(classifier, digits, targets,
-                                                                        float64_references):
+def test_every_gradient_method_in_float32_is_near_the_float64_reference(
+    classifier, digits, targets, float64_references
+):
     """The reference is the float64 Flax model on the same inputs (SmoothGrad's noise drawn in
     float32, as the method draws it). float32 rounding flips near-ties on a few digits: there the
     two float32 computations (BatchNorm folded into the convs or not) disagree with each other."""
     x, t = digits[:DIGITS], targets[:DIGITS]
     with jax.enable_x64(True):
-        noisy = noise_references(classifier.astype(jnp.float64), jnp.asarray(x), t, KEY,
-                                 jnp.float32)
-    refs = {name: (options, *(r[:DIGITS] for r in ref))
-            for name, (options, *ref) in float64_references[0].items()}
+        noisy = noise_references(
+            classifier.astype(jnp.float64), jnp.asarray(x), t, KEY, jnp.float32
+        )
+    refs = {
+        name: (options, *(r[:DIGITS] for r in ref))
+        for name, (options, *ref) in float64_references[0].items()
+    }
     for name, (options, *ref) in {**refs, **noisy}.items():
         if "background" in options:
             options = {**options, "background": np.asarray(options["background"], np.float32)}
@@ -234,15 +243,18 @@ def test_ig_completeness_on_256_real_digits(classifier, test_images):
     res = xai.explain("integrated_gradients", classifier, x, steps=128)
     xf = jnp.asarray(to_model_input(x))
     t = jnp.asarray(res.targets)
-    gap = np.asarray(at_targets(classifier.logits(xf), t)
-                     - at_targets(classifier.logits(jnp.zeros_like(xf)), t))
+    gap = np.asarray(
+        at_targets(classifier.logits(xf), t) - at_targets(classifier.logits(jnp.zeros_like(xf)), t)
+    )
     delta = np.asarray(res.extras["convergence_delta"])
-    np.testing.assert_allclose(np.asarray(res.attributions.sum((1, 2))) - gap, delta,
-                               atol=1e-4 * float(np.abs(gap).max()))
+    np.testing.assert_allclose(
+        np.asarray(res.attributions.sum((1, 2))) - gap, delta, atol=1e-4 * float(np.abs(gap).max())
+    )
     clear = np.abs(gap) >= 2
     assert clear.sum() >= 128
     assert (np.abs(delta[clear]) <= 0.01 * np.abs(gap[clear])).all(), np.sort(
-        np.abs(delta[clear]) / np.abs(gap[clear]))[-5:]
+        np.abs(delta[clear]) / np.abs(gap[clear])
+    )[-5:]
     assert np.abs(delta).max() < 0.05
 
 
@@ -257,14 +269,15 @@ def test_occlusion_covers_every_pixel_when_windows_do_not_tile(classifier, digit
         for b in range(4):
             t = int(res.targets[b])
             corners = [(i, j) for i in range(0, 25, 3) for j in range(0, 25, 3)]
-            occluded = np.repeat(x[b:b + 1], len(corners), 0)
+            occluded = np.repeat(x[b : b + 1], len(corners), 0)
             for n, (i, j) in enumerate(corners):
-                occluded[n, i:i + 5, j:j + 5] = 0.0
-            drops = np.asarray(logits(x[b:b + 1]))[0, t] - np.asarray(logits(occluded))[:, t]
+                occluded[n, i : i + 5, j : j + 5] = 0.0
+            drops = np.asarray(logits(x[b : b + 1]))[0, t] - np.asarray(logits(occluded))[:, t]
             total, count = np.zeros((28, 28)), np.zeros((28, 28))
             for (i, j), drop in zip(corners, drops):
-                total[i:i + 5, j:j + 5] += drop
-                count[i:i + 5, j:j + 5] += 1
+                total[i : i + 5, j : j + 5] += drop
+                count[i : i + 5, j : j + 5] += 1
             assert (count > 0).all()
-            np.testing.assert_allclose(res.attributions[b], total / count, rtol=1e-10,
-                                       atol=1e-12 * np.abs(total).max())
+            np.testing.assert_allclose(
+                res.attributions[b], total / count, rtol=1e-10, atol=1e-12 * np.abs(total).max()
+            )

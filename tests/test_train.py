@@ -44,7 +44,9 @@ def test_loaded_classifier_reproduces_the_run(short_run, mnist_dir):
 def test_save_restore_gives_identical_logits(tmp_path):
     original = Classifier(init_cnn(CNN(), jax.random.key(7)))
     state = {**original.variables, "step": np.int32(3)}
-    checkpoint.save(tmp_path / "checkpoints" / "best", 3, state, {"model": "cnn"}, {"test_accuracy": 0.1})
+    checkpoint.save(
+        tmp_path / "checkpoints" / "best", 3, state, {"model": "cnn"}, {"test_accuracy": 0.1}
+    )
     restored = checkpoint.load_classifier(tmp_path)
     x = jax.random.uniform(jax.random.key(8), (4, 28, 28, 1))
     np.testing.assert_array_equal(restored.logits(x), original.logits(x))
@@ -75,38 +77,54 @@ def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir):
     for a, b in zip(whole["epochs"], resumed["epochs"]):
         assert a["test_loss"] == b["test_loss"] and a["test_accuracy"] == b["test_accuracy"]
     x = jax.random.uniform(jax.random.key(9), (4, 28, 28, 1))
-    np.testing.assert_array_equal(checkpoint.load_classifier(tmp_path / "whole", "latest").logits(x),
-                                  checkpoint.load_classifier(tmp_path / "split", "latest").logits(x))
+    np.testing.assert_array_equal(
+        checkpoint.load_classifier(tmp_path / "whole", "latest").logits(x),
+        checkpoint.load_classifier(tmp_path / "split", "latest").logits(x),
+    )
 
 
 def test_frozen_backbone_trains_only_the_head(short_run, tmp_path, mnist_dir):
     donor_dir, _ = short_run
-    config = TrainConfig(data_dir=str(mnist_dir), init_from=str(donor_dir), freeze_backbone=True,
-                         limit_train=512, limit_test=500, epochs=1)
+    config = TrainConfig(
+        data_dir=str(mnist_dir),
+        init_from=str(donor_dir),
+        freeze_backbone=True,
+        limit_train=512,
+        limit_test=500,
+        epochs=1,
+    )
     history = train_and_evaluate(config, tmp_path, progress=False)
     donor = checkpoint.load_classifier(donor_dir).variables
     tuned = checkpoint.load_classifier(tmp_path).variables
     for name in ("conv1", "conv6", "bn3"):
         for k in donor["params"][name]:
             np.testing.assert_array_equal(donor["params"][name][k], tuned["params"][name][k])
-    np.testing.assert_array_equal(donor["batch_stats"]["bn6"]["mean"], tuned["batch_stats"]["bn6"]["mean"])
+    np.testing.assert_array_equal(
+        donor["batch_stats"]["bn6"]["mean"], tuned["batch_stats"]["bn6"]["mean"]
+    )
     assert not np.array_equal(donor["params"]["out"]["kernel"], tuned["params"]["out"]["kernel"])
-    assert history["epochs"][-1]["test_accuracy"] > 0.6  # a good backbone: the head alone learns fast
+    assert (
+        history["epochs"][-1]["test_accuracy"] > 0.6
+    )  # a good backbone: the head alone learns fast
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(epochs=-1), "epochs must be >= 1"),
-    (dict(dataset="cifar"), "unknown dataset"),
-    (dict(lr=0.0), "lr must be"),
-    (dict(freeze_backbone=True), "needs init_from"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(epochs=-1), "epochs must be >= 1"),
+        (dict(dataset="cifar"), "unknown dataset"),
+        (dict(lr=0.0), "lr must be"),
+        (dict(freeze_backbone=True), "needs init_from"),
+    ],
+)
 def test_bad_config_values(bad, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**bad).validate()
 
 
 def test_loaded_classifier_reuses_compiled_programs(short_run):
-    """A restored classifier is the same pytree type as a fresh one: jitted XAI code is not recompiled."""
+    """A restored classifier is the same pytree type as a fresh one: jitted XAI code is not
+    recompiled."""
     logits = jax.jit(lambda clf, x: clf.logits(x))
     x = np.zeros((2, 28, 28, 1), np.float32)
     logits(Classifier(init_cnn(CNN(), jax.random.key(1))), x)

@@ -1,4 +1,5 @@
-"""The VAE: training improves the ELBO, the reparameterization gradient is right, outputs stay in [0, 1]."""
+"""The VAE: training improves the ELBO, the reparameterization gradient is right, outputs stay in
+[0, 1]."""
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,9 @@ def test_elbo_improves_and_outputs_are_written(vae_run):
     workdir, history = vae_run
     losses = [e["test_loss"] for e in history["epochs"]]
     assert losses[-1] < losses[0] - 20, losses  # nats per image, on held-out images
-    assert losses[-1] == pytest.approx(history["epochs"][-1]["test_reconstruction"] + history["epochs"][-1]["test_kl"])
+    assert losses[-1] == pytest.approx(
+        history["epochs"][-1]["test_reconstruction"] + history["epochs"][-1]["test_kl"]
+    )
     for name in ("history.json", "training_curves.png", "reconstructions.png", "samples.png"):
         assert (workdir / name).stat().st_size > 1000
 
@@ -37,12 +40,13 @@ def test_loaded_vae_reproduces_the_test_elbo(vae_run, mnist_dir):
 
 
 def test_reparameterization_gradient_matches_finite_differences():
-    """d/d(mean, logvar) of E[sum(z^2)] = sum(mean^2 + exp(logvar)): pathwise Monte Carlo vs central differences."""
+    """d/d(mean, logvar) of E[sum(z^2)] = sum(mean^2 + exp(logvar)): pathwise Monte Carlo vs central
+    differences."""
     mean, logvar = jnp.array([0.3, -1.2, 0.7]), jnp.array([-0.5, 0.2, 0.9])
     eps = jax.random.normal(jax.random.key(0), (200_000, 3))
     mc = lambda m, lv: jnp.mean(jnp.sum(reparameterize(m, lv, eps) ** 2, -1))  # noqa: E731
     g_mean, g_logvar = jax.grad(mc, argnums=(0, 1))(mean, logvar)
-    exact = lambda m, lv: np.sum(m ** 2 + np.exp(lv))  # noqa: E731
+    exact = lambda m, lv: np.sum(m**2 + np.exp(lv))  # noqa: E731
     h = 1e-4
     m64, lv64 = np.asarray(mean, np.float64), np.asarray(logvar, np.float64)
     fd_mean = [(exact(m64 + h * e, lv64) - exact(m64 - h * e, lv64)) / (2 * h) for e in np.eye(3)]
@@ -62,9 +66,14 @@ def test_decoder_outputs_stay_in_unit_interval_and_kl_is_zero_at_the_prior():
     np.testing.assert_allclose(gaussian_kl(jnp.zeros((1, 4)), jnp.zeros((1, 4))), [0.0])
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(latent_dim=0), "latent_dim"), (dict(beta=0.0), "beta"), (dict(epochs=0), "epochs"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(latent_dim=0), "latent_dim"),
+        (dict(beta=0.0), "beta"),
+        (dict(epochs=0), "epochs"),
+    ],
+)
 def test_bad_vae_config(bad, message):
     with pytest.raises(ValueError, match=message):
         VAEConfig(**bad).validate()
@@ -73,6 +82,10 @@ def test_bad_vae_config(bad, message):
 def test_train_script_rejects_flags_of_other_models(tmp_path):
     from test_scripts import run_script
 
-    result = run_script("train_mnist.py", "--model", "vae", "--workdir", str(tmp_path), "--augment-shift", "1")
-    assert result.returncode == 2 and "--augment-shift: not a setting of --model vae" in result.stderr
+    result = run_script(
+        "train_mnist.py", "--model", "vae", "--workdir", str(tmp_path), "--augment-shift", "1"
+    )
+    assert (
+        result.returncode == 2 and "--augment-shift: not a setting of --model vae" in result.stderr
+    )
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ def counting(classifier):
     def relu(z):
         calls.append(1)
         return jax.nn.relu(z)
+
     return classifier.with_activation(relu), calls
 
 
@@ -33,8 +34,11 @@ def test_image_formats_and_predicted_targets(random_classifier, digits):
     x = digits.astype(np.float32)[..., None] / 255
     np.testing.assert_array_equal(ref.targets, jnp.argmax(random_classifier.logits(x), -1))
     for images in (x, x[..., 0]):
-        np.testing.assert_allclose(xai.explain("saliency", random_classifier, images).attributions,
-                                   ref.attributions, rtol=1e-6)
+        np.testing.assert_allclose(
+            xai.explain("saliency", random_classifier, images).attributions,
+            ref.attributions,
+            rtol=1e-6,
+        )
     for single in (digits[0], digits[0][..., None]):
         one = xai.explain("saliency", random_classifier, single)
         assert one.attributions.shape == (1, 28, 28)
@@ -91,9 +95,20 @@ BAD = [
     (dict(method="rise", key=jax.random.key(0), p=0.0), "p must"),
     (dict(method="rise", key=jax.random.key(0), p=1e-30), r"p must be in \[0.01, 0.99\]"),
     (dict(method="occlusion", window=4, stride=28), "must not exceed the window"),
-    (dict(method="smoothgrad", key=jax.random.key(0), noise=1e38), r"noise must be in \[0.0, 1.0\]"),
-    (dict(method="expected_gradients", key=jax.random.key(0), background=np.zeros((2, 28, 28)),
-          samples=2, alphas=[0.5, 1.5]), r"alphas .* \[0, 1\]"),
+    (
+        dict(method="smoothgrad", key=jax.random.key(0), noise=1e38),
+        r"noise must be in \[0.0, 1.0\]",
+    ),
+    (
+        dict(
+            method="expected_gradients",
+            key=jax.random.key(0),
+            background=np.zeros((2, 28, 28)),
+            samples=2,
+            alphas=[0.5, 1.5],
+        ),
+        r"alphas .* \[0, 1\]",
+    ),
     (dict(method="lrp", rule="alpha_beta", alpha=1.0, beta=1.0), "alpha - beta"),
     (dict(method="lrp", rule="z_plus"), "unknown rule"),
     (dict(chunk_size=0), "chunk_size"),
@@ -152,13 +167,14 @@ def test_seed_compatible_classes(random_classifier, digits):
 
 def test_fast_twin_matches_flax_model_and_its_input_gradient(random_classifier):
     from mnistxai.xai._fast import fast_logits
+
     # perturb weights and BatchNorm statistics so that folding them matters
-    clf = random_classifier.replace(variables=jax.tree_util.tree_map(
-        lambda v: v * 1.3 + 0.05, random_classifier.variables))
+    clf = random_classifier.replace(
+        variables=jax.tree_util.tree_map(lambda v: v * 1.3 + 0.05, random_classifier.variables)
+    )
     x = jnp.asarray(tiny_images(4, size=28))
     fast = fast_logits(clf)
     np.testing.assert_allclose(jax.jit(fast)(x), jax.jit(clf.logits)(x), rtol=1e-4, atol=1e-5)
     grad = lambda f: jax.jit(jax.grad(lambda z: f(z)[:, 3].sum()))(x)
     expected = grad(clf.logits)
     np.testing.assert_allclose(grad(fast), expected, atol=1e-4 * float(jnp.abs(expected).max()))
-

@@ -48,14 +48,19 @@ def test_zero_noise_smoothgrad_equals_saliency():
     x = tiny_images(2)
     key = jax.random.key(0)
     sal = jax.jit(lambda x: xai.saliency(logits_fn, x, signed=True).attributions)(x)
-    noiseless = jax.jit(lambda x: (
-        xai.smoothgrad(logits_fn, x, key=key, samples=3, noise=0.0, signed=True).attributions,
-        xai.smoothgrad_sq(logits_fn, x, key=key, samples=3, noise=0.0).attributions,
-        xai.vargrad(logits_fn, x, key=key, samples=3, noise=0.0).attributions))
+    noiseless = jax.jit(
+        lambda x: (
+            xai.smoothgrad(logits_fn, x, key=key, samples=3, noise=0.0, signed=True).attributions,
+            xai.smoothgrad_sq(logits_fn, x, key=key, samples=3, noise=0.0).attributions,
+            xai.vargrad(logits_fn, x, key=key, samples=3, noise=0.0).attributions,
+        )
+    )
     sg, sq, var = noiseless(x)
     np.testing.assert_allclose(sg, sal, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(sq, sal ** 2, rtol=1e-4, atol=1e-12)
-    np.testing.assert_allclose(var, 0.0, atol=1e-6 * float((sal ** 2).max()))  # E[g^2]-E[g]^2 rounding
+    np.testing.assert_allclose(sq, sal**2, rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(
+        var, 0.0, atol=1e-6 * float((sal**2).max())
+    )  # E[g^2]-E[g]^2 rounding
 
 
 def test_smoothgrad_via_explain_is_noisy_saliency(random_classifier):
@@ -69,9 +74,14 @@ def test_smoothgrad_does_not_depend_on_chunking_but_on_key():
     logits_fn = tiny_fns(tiny_params())[0]
     x = tiny_images(2)
     k = jax.random.key(3)
-    run = jax.jit(lambda key, chunk: xai.smoothgrad(logits_fn, x, key=key, samples=7, noise=0.2,
-                                                    chunk_size=chunk).attributions,
-                  static_argnums=1)
+    run = jax.jit(
+        lambda key, chunk: (
+            xai.smoothgrad(
+                logits_fn, x, key=key, samples=7, noise=0.2, chunk_size=chunk
+            ).attributions
+        ),
+        static_argnums=1,
+    )
     a = run(k, 256)
     # 3 per pass: scan of 2 + rest 1; sums in another order round differently
     np.testing.assert_allclose(run(k, 6), a, rtol=1e-5, atol=1e-6 * float(np.abs(a).max()))
@@ -81,14 +91,27 @@ def test_smoothgrad_does_not_depend_on_chunking_but_on_key():
 def test_noise_tunnel_equals_each_method_with_the_same_key(random_classifier):
     x = np.asarray(tiny_images(3, size=28))
     key = jax.random.key(5)
-    together = xai.explain_noise_tunnel(("vargrad", "smoothgrad", "smoothgrad_sq"), random_classifier,
-                                        x, key=key, samples=4, signed=True)
+    together = xai.explain_noise_tunnel(
+        ("vargrad", "smoothgrad", "smoothgrad_sq"),
+        random_classifier,
+        x,
+        key=key,
+        samples=4,
+        signed=True,
+    )
     assert list(together) == ["vargrad", "smoothgrad", "smoothgrad_sq"]
     for kind, result in together.items():
-        alone = xai.explain(kind, random_classifier, x, key=key, samples=4,
-                            **({"signed": True} if kind == "smoothgrad" else {}))
-        np.testing.assert_allclose(result.attributions, alone.attributions, rtol=1e-5, atol=1e-7,
-                                   err_msg=kind)
+        alone = xai.explain(
+            kind,
+            random_classifier,
+            x,
+            key=key,
+            samples=4,
+            **({"signed": True} if kind == "smoothgrad" else {}),
+        )
+        np.testing.assert_allclose(
+            result.attributions, alone.attributions, rtol=1e-5, atol=1e-7, err_msg=kind
+        )
         np.testing.assert_array_equal(result.targets, alone.targets)
     assert np.asarray(together["smoothgrad"].attributions).min() < 0  # signed reached smoothgrad
     with pytest.raises(ValueError, match="kinds must be"):
@@ -114,15 +137,19 @@ def test_guided_backprop_in_network_sends_no_negative_gradient_through_relus(ran
     def tap(z):  # identity whose backward records the gradient arriving at the ReLU's input
         return z
 
-    tap.defvjp(lambda z: (z, None),
-               lambda _, g: (jax.debug.callback(lambda v: seen.append(np.asarray(v)), g), (g,))[1])
+    tap.defvjp(
+        lambda z: (z, None),
+        lambda _, g: (jax.debug.callback(lambda v: seen.append(np.asarray(v)), g), (g,))[1],
+    )
     clf = random_classifier.with_activation(lambda z: xai.guided_relu(tap(z)))
     x = jnp.asarray(tiny_images(2, size=28))
     gb = jax.jit(lambda x: xai.guided_backprop(clf.logits, x).attributions)(x)
     jax.effects_barrier()
     assert len(seen) == 7 * 2  # six convs and the dense layer, once per example under vmap
     assert all((s >= 0).all() for s in seen)
-    plain = jax.jit(lambda x: xai.saliency(random_classifier.logits, x, signed=True))(x).attributions
+    plain = jax.jit(lambda x: xai.saliency(random_classifier.logits, x, signed=True))(
+        x
+    ).attributions
     assert not np.allclose(gb, plain, rtol=0.1)
     via_explain = xai.explain("guided_backprop", random_classifier, np.asarray(x)).attributions
     assert np.abs(via_explain - gb).max() <= 1e-6 * np.abs(gb).max()

@@ -23,8 +23,9 @@ def test_ig_on_linear_model_is_input_minus_baseline_times_weight(rule):
     logits_fn, w = linear_model()
     x = tiny_images(2)
     base = jnp.full_like(x, 0.3)
-    res = xai.integrated_gradients(logits_fn, x, jnp.array([1, 2]), baseline=base, steps=3,
-                                   rule=rule)
+    res = xai.integrated_gradients(
+        logits_fn, x, jnp.array([1, 2]), baseline=base, steps=3, rule=rule
+    )
     expected = (x - base)[..., 0] * w[:, jnp.array([1, 2])].T.reshape(2, 8, 8)
     np.testing.assert_allclose(res.attributions, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.extras["convergence_delta"], 0.0, atol=1e-5)
@@ -34,10 +35,13 @@ def test_ig_completeness_on_cnn_at_128_steps(random_classifier):
     x = np.asarray(tiny_images(2, size=28))
     res = xai.explain("integrated_gradients", random_classifier, x, steps=128)
     logits = random_classifier.logits(jnp.asarray(x))
-    gap = logits[jnp.arange(2), res.targets] - random_classifier.logits(jnp.zeros_like(x))[
-        jnp.arange(2), res.targets]
-    np.testing.assert_allclose(res.attributions.sum((1, 2)) - gap, res.extras["convergence_delta"],
-                               atol=1e-6)
+    gap = (
+        logits[jnp.arange(2), res.targets]
+        - random_classifier.logits(jnp.zeros_like(x))[jnp.arange(2), res.targets]
+    )
+    np.testing.assert_allclose(
+        res.attributions.sum((1, 2)) - gap, res.extras["convergence_delta"], atol=1e-6
+    )
     assert (np.abs(res.extras["convergence_delta"]) < 0.01 * np.abs(gap)).all()
 
 
@@ -47,8 +51,9 @@ def test_gauss_legendre_converges_faster_than_left_riemann():
         x = tiny_images(2, dtype=np.float64)
         err = {}
         for rule in ("left", "gauss_legendre"):
-            run = jax.jit(functools.partial(xai.integrated_gradients, logits_fn, rule=rule,
-                                            steps=8))
+            run = jax.jit(
+                functools.partial(xai.integrated_gradients, logits_fn, rule=rule, steps=8)
+            )
             err[rule] = np.abs(run(x, jnp.array([0, 1])).extras["convergence_delta"])
         assert (err["gauss_legendre"] < err["left"] / 100).all(), err
 
@@ -58,11 +63,20 @@ def test_expected_gradients_with_one_baseline_and_fixed_grid_is_ig():
     x = tiny_images(2)
     base = tiny_images(1, seed=5) * 0.5
     steps = 6
-    ig = jax.jit(lambda x: xai.integrated_gradients(logits_fn, x, baseline=base, steps=steps,
-                                                    rule="left"))(x)
-    eg = jax.jit(lambda x: xai.expected_gradients(
-        logits_fn, x, background=base, key=jax.random.key(0), samples=steps,
-        alphas=jnp.arange(steps) / steps, chunk_size=8))(x)
+    ig = jax.jit(
+        lambda x: xai.integrated_gradients(logits_fn, x, baseline=base, steps=steps, rule="left")
+    )(x)
+    eg = jax.jit(
+        lambda x: xai.expected_gradients(
+            logits_fn,
+            x,
+            background=base,
+            key=jax.random.key(0),
+            samples=steps,
+            alphas=jnp.arange(steps) / steps,
+            chunk_size=8,
+        )
+    )(x)
     np.testing.assert_array_equal(eg.targets, ig.targets)
     np.testing.assert_allclose(eg.attributions, ig.attributions, rtol=1e-4, atol=1e-7)
 
@@ -70,8 +84,17 @@ def test_expected_gradients_with_one_baseline_and_fixed_grid_is_ig():
 def test_expected_gradients_is_random_but_reproducible(random_classifier):
     x = np.asarray(tiny_images(2, size=28))
     bg = np.asarray(tiny_images(5, size=28, seed=9))
-    run = lambda seed: xai.explain("expected_gradients", random_classifier, x, background=bg,
-                                   key=jax.random.key(seed), samples=4, noise=0.1).attributions
+    run = lambda seed: (
+        xai.explain(
+            "expected_gradients",
+            random_classifier,
+            x,
+            background=bg,
+            key=jax.random.key(seed),
+            samples=4,
+            noise=0.1,
+        ).attributions
+    )
     a = run(0)
     np.testing.assert_array_equal(run(0), a)
     assert not np.allclose(run(1), a)
@@ -80,13 +103,17 @@ def test_expected_gradients_is_random_but_reproducible(random_classifier):
 def test_named_baselines():
     logits_fn = tiny_fns(tiny_params())[0]
     x = tiny_images(2)
-    ig = lambda x, b, key: jax.jit(lambda x: xai.integrated_gradients(
-        logits_fn, x, jnp.array([0, 1]), baseline=b, steps=4, key=key))(x)
+    ig = lambda x, b, key: jax.jit(
+        lambda x: xai.integrated_gradients(
+            logits_fn, x, jnp.array([0, 1]), baseline=b, steps=4, key=key
+        )
+    )(x)
     white = ig(x, "white", None)
     explicit = ig(x, jnp.ones((8, 8, 1)), None)
     np.testing.assert_allclose(white.attributions, explicit.attributions, rtol=1e-5, atol=1e-9)
     noisy = ig(x, "uniform", jax.random.key(0))
-    assert np.isfinite(noisy.attributions).all() and not np.allclose(noisy.attributions,
-                                                                     white.attributions)
+    assert np.isfinite(noisy.attributions).all() and not np.allclose(
+        noisy.attributions, white.attributions
+    )
     flat = jnp.full((1, 28, 28, 1), 0.4)
     np.testing.assert_allclose(blur(flat, 3.0), flat, rtol=1e-6)  # renormalised at the borders

@@ -38,11 +38,13 @@ class Classifier:
         return jax.nn.softmax(self.logits(x))
 
     def features(self, x: jax.Array, layer: str = "block3") -> jax.Array:
-        """Activations of ``layer`` (default block 3: (B, 7, 7, 128)); see ``mnistxai.models.cnn``."""
+        """Activations of ``layer`` (default block 3: (B, 7, 7, 128)); see
+        ``mnistxai.models.cnn``."""
         return self.model.apply(self.variables, x, layer, method=CNN.forward_to)
 
     def head(self, a: jax.Array, layer: str = "block3") -> jax.Array:
-        """Logits (B, 10) from the activations ``a`` of ``layer``: ``head(features(x)) == logits(x)``."""
+        """Logits (B, 10) from the activations ``a`` of ``layer``: ``head(features(x)) ==
+        logits(x)``."""
         return self.model.apply(self.variables, a, layer, method=CNN.forward_from)
 
     def with_activation(self, activation: Callable[[jax.Array], jax.Array]) -> "Classifier":

@@ -74,12 +74,14 @@ class CNN(nn.Module):
     def setup(self):
         def build(layer):
             if layer.kind == "conv":
-                return nn.Conv(layer.features, (3, 3), padding="SAME", use_bias=False,
-                               name=layer.name)
+                return nn.Conv(
+                    layer.features, (3, 3), padding="SAME", use_bias=False, name=layer.name
+                )
             if layer.kind == "batchnorm":
                 return nn.BatchNorm(momentum=self.bn_momentum, epsilon=BN_EPSILON, name=layer.name)
             return nn.Dense(layer.features, name=layer.name)
-        self.scopes = {l.name: build(l) for l in self.spec.layers if l.name}
+
+        self.scopes = {entry.name: build(entry) for entry in self.spec.layers if entry.name}
         self.dropout = nn.Dropout(self.dropout_rate)
 
     def _run(self, x, start: int, stop: int, train: bool):

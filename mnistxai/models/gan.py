@@ -2,12 +2,15 @@
 
 Architecture (defaults: ``latent_dim`` 16, widths (32, 64))::
 
-    generator      z (B, 16) -> dense 256 -> dense 7*7*64 -> deconv 32 4x4/2 -> deconv 1 4x4/2 -> sigmoid
-    discriminator  x (B,28,28,1) -> conv 64 4x4/2, LReLU -> conv 128 4x4/2, LReLU -> dense 1 (a logit)
+    generator      z (B, 16) -> dense 256 -> dense 7*7*64 -> deconv 32 4x4/2 -> deconv 1 4x4/2 ->
+    sigmoid
+    discriminator  x (B,28,28,1) -> conv 64 4x4/2, LReLU -> conv 128 4x4/2, LReLU -> dense 1 (a
+    logit)
 
 DCGAN's recipe, scaled down to train on a 2-core CPU in minutes: strided (de)convolutions instead of
 pooling, ReLU in the generator and LeakyReLU(0.2) in the discriminator, Adam(2e-4, b1=0.5). The
-generator's body is the VAE's ``Decoder`` (``mnistxai.models.vae``), so it can start from a trained VAE
+generator's body is the VAE's ``Decoder`` (``mnistxai.models.vae``), so it can start from a trained
+VAE
 decoder and be sharpened adversarially - the generator of DGN-AM (Nguyen et al. 2016) was likewise
 a decoder trained with an adversarial loss (Dosovitskiy & Brox 2016). It ends in a sigmoid, so its
 images lie in [0, 1] like the classifier's inputs (DCGAN used tanh on [-1, 1]). Neither net uses
@@ -48,11 +51,15 @@ class Discriminator(nn.Module):
     def __call__(self, x):
         h = 2 * x - 1
         for i, w in enumerate(self.widths):
-            h = nn.leaky_relu(nn.Conv(w, (4, 4), (2, 2), padding="SAME", name=f"conv{i + 1}")(h), 0.2)
+            h = nn.leaky_relu(
+                nn.Conv(w, (4, 4), (2, 2), padding="SAME", name=f"conv{i + 1}")(h), 0.2
+            )
         return nn.Dense(1, name="out")(h.reshape(h.shape[0], -1))[:, 0]
 
 
-def init_gan(generator: Generator, discriminator: Discriminator, key: jax.Array) -> tuple[dict, dict]:
+def init_gan(
+    generator: Generator, discriminator: Discriminator, key: jax.Array
+) -> tuple[dict, dict]:
     """Fresh parameters ``(generator params, discriminator params)``."""
     g_key, d_key = jax.random.split(key)
     g = generator.init(g_key, jnp.zeros((1, generator.latent_dim), jnp.float32))["params"]
@@ -67,7 +74,8 @@ class GeneratorModel:
     Attributes:
       params: the generator's parameters.
       module: the ``Generator``.
-      prior: a ``GaussianMixture`` over codes (``mnistxai.models.latent_prior``: the per-class Gaussians
+      prior: a ``GaussianMixture`` over codes (``mnistxai.models.latent_prior``: the per-class
+      Gaussians
         the generator was trained with); None means N(0, I).
     """
 

@@ -42,19 +42,23 @@ class GaussianMixture:
         return self.means.shape[1]
 
     def sample(self, key: jax.Array, n: int, components=None) -> tuple[jax.Array, jax.Array]:
-        """``(codes (n, d), components int32 (n,))``; components uniform unless given ((n,) ints)."""
+        """``(codes (n, d), components int32 (n,))``; components uniform unless given ((n,)
+        ints)."""
         k_comp, k_eps = jax.random.split(key)
         if components is None:
             components = jax.random.randint(k_comp, (n,), 0, self.num_components)
         components = jnp.asarray(components, jnp.int32)
         eps = jax.random.normal(k_eps, (n, self.latent_dim), self.means.dtype)
-        return self.means[components] + jnp.einsum("nij,nj->ni", self.scale_tril[components], eps), components
+        return self.means[components] + jnp.einsum(
+            "nij,nj->ni", self.scale_tril[components], eps
+        ), components
 
 
 def standard_normal(latent_dim: int) -> GaussianMixture:
     """N(0, I) as a one-component mixture."""
-    return GaussianMixture(jnp.zeros((1, latent_dim), jnp.float32),
-                           jnp.eye(latent_dim, dtype=jnp.float32)[None])
+    return GaussianMixture(
+        jnp.zeros((1, latent_dim), jnp.float32), jnp.eye(latent_dim, dtype=jnp.float32)[None]
+    )
 
 
 def fit_class_gaussians(codes, labels, num_classes: int, ridge: float = 1e-4) -> GaussianMixture:
@@ -68,14 +72,22 @@ def fit_class_gaussians(codes, labels, num_classes: int, ridge: float = 1e-4) ->
     codes = np.asarray(codes, np.float64)
     labels = np.asarray(labels)
     if codes.ndim != 2 or labels.shape != codes.shape[:1]:
-        raise InputError(f"codes must be (N, d) and labels (N,), got {codes.shape} and {labels.shape}")
+        raise InputError(
+            f"codes must be (N, d) and labels (N,), got {codes.shape} and {labels.shape}"
+        )
     if not np.isfinite(codes).all():
         raise InputError("codes contain NaN or inf")
     d = codes.shape[1]
     counts = np.bincount(labels, minlength=num_classes)
     if len(counts) > num_classes or counts.min() <= d:
-        raise InputError(f"every class in [0, {num_classes}) needs more than {d} codes, "
-                         f"got counts {counts.tolist()}")
+        raise InputError(
+            f"every class in [0, {num_classes}) needs more than {d} codes, "
+            f"got counts {counts.tolist()}"
+        )
     means = np.stack([codes[labels == k].mean(0) for k in range(num_classes)])
-    covs = np.stack([np.cov(codes[labels == k], rowvar=False) + ridge * np.eye(d) for k in range(num_classes)])
-    return GaussianMixture(jnp.asarray(means, jnp.float32), jnp.asarray(np.linalg.cholesky(covs), jnp.float32))
+    covs = np.stack(
+        [np.cov(codes[labels == k], rowvar=False) + ridge * np.eye(d) for k in range(num_classes)]
+    )
+    return GaussianMixture(
+        jnp.asarray(means, jnp.float32), jnp.asarray(np.linalg.cholesky(covs), jnp.float32)
+    )

@@ -55,12 +55,12 @@ class Spec:
     @property
     def named(self) -> tuple[str, ...]:
         """The layers whose activations can be read (every conv and dense layer but the output)."""
-        names = [l.name for l in self.layers if l.kind in ("conv", "dense")]
+        names = [entry.name for entry in self.layers if entry.kind in ("conv", "dense")]
         return tuple(names[:-1])
 
     @property
     def convs(self) -> tuple[str, ...]:
-        return tuple(l.name for l in self.layers if l.kind == "conv")
+        return tuple(entry.name for entry in self.layers if entry.kind == "conv")
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -84,7 +84,7 @@ class Spec:
     def point(self, layer: str) -> int:
         """The index in ``layers`` just after ``layer``'s activation: features end there."""
         name = self.resolve(layer)
-        i = next(i for i, l in enumerate(self.layers) if l.name == name)
+        i = next(i for i, entry in enumerate(self.layers) if entry.name == name)
         while i + 1 < len(self.layers) and self.layers[i + 1].kind in ("batchnorm", "relu"):
             i += 1
         return i + 1
@@ -92,8 +92,8 @@ class Spec:
     @property
     def head_layers(self) -> tuple[str, ...]:
         """The parametrized layers after the global pooling: what transfer learning retrains."""
-        gap = next(i for i, l in enumerate(self.layers) if l.kind == "gap")
-        return tuple(l.name for l in self.layers[gap:] if l.name)
+        gap = next(i for i, entry in enumerate(self.layers) if entry.kind == "gap")
+        return tuple(entry.name for entry in self.layers[gap:] if entry.name)
 
     @property
     def cascade(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -109,8 +109,12 @@ class Spec:
         return tuple(reversed(stages))
 
 
-def cnn_spec(widths: Sequence[int] = (32, 64, 128), hidden: int = 256, num_classes: int = 10,
-             dropout_rate: float = 0.5) -> Spec:
+def cnn_spec(
+    widths: Sequence[int] = (32, 64, 128),
+    hidden: int = 256,
+    num_classes: int = 10,
+    dropout_rate: float = 0.5,
+) -> Spec:
     """The seed's CNN: per width a block of two [3x3 conv, BatchNorm, ReLU], 2x2 max-pool between
     blocks, global average pool, dense ``hidden`` + ReLU + dropout, dense ``num_classes``."""
     layers: list[Layer] = []
@@ -120,10 +124,18 @@ def cnn_spec(widths: Sequence[int] = (32, 64, 128), hidden: int = 256, num_class
             layers.append(Layer("maxpool"))
         for _ in range(2):
             n += 1
-            layers += [Layer("conv", f"conv{n}", width), Layer("batchnorm", f"bn{n}"),
-                       Layer("relu")]
-    layers += [Layer("gap"), Layer("dense", "dense", hidden), Layer("relu"),
-               Layer("dropout", rate=dropout_rate), Layer("dense", "out", num_classes)]
+            layers += [
+                Layer("conv", f"conv{n}", width),
+                Layer("batchnorm", f"bn{n}"),
+                Layer("relu"),
+            ]
+    layers += [
+        Layer("gap"),
+        Layer("dense", "dense", hidden),
+        Layer("relu"),
+        Layer("dropout", rate=dropout_rate),
+        Layer("dense", "out", num_classes),
+    ]
     return Spec(tuple(layers))
 
 

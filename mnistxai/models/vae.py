@@ -1,9 +1,12 @@
-"""A convolutional variational autoencoder with a classifier on its latent mean (Kingma & Welling 2014).
+"""A convolutional variational autoencoder with a classifier on its latent mean (Kingma & Welling
+2014).
 
 Architecture (``latent_dim`` = 16 by default, ~1.7M parameters)::
 
-    encoder  x (B,28,28,1) -> conv 32 4x4/2 -> conv 64 4x4/2 -> dense 256 -> (mean, logvar) (B, latent_dim)
-    decoder  z (B, latent_dim) -> dense 256 -> dense 7*7*64 -> deconv 32 4x4/2 -> deconv 1 4x4/2 -> logits (B,28,28,1)
+    encoder  x (B,28,28,1) -> conv 32 4x4/2 -> conv 64 4x4/2 -> dense 256 -> (mean, logvar) (B,
+    latent_dim)
+    decoder  z (B, latent_dim) -> dense 256 -> dense 7*7*64 -> deconv 32 4x4/2 -> deconv 1 4x4/2 ->
+    logits (B,28,28,1)
     latent classifier  mean (B, latent_dim) -> dense 128 -> logits (B, 10)
 
 The likelihood is Bernoulli on grey values in [0, 1], so ``decode`` returns ``sigmoid(logits)``,
@@ -11,7 +14,8 @@ always inside [0, 1], and the reconstruction term is the pixel-summed binary cro
 The latent classifier reads the posterior *mean* (the contrastive feature visualization seed's
 "classifier on the latent code"); trained jointly, its cross-entropy also shapes the encoder.
 
-``VAEModel`` bundles a module with its parameters as a pytree, like ``mnistxai.models.classifier.Classifier``,
+``VAEModel`` bundles a module with its parameters as a pytree, like
+``mnistxai.models.classifier.Classifier``,
 so jitted functions take it as an argument and are not recompiled for new weights.
 """
 
@@ -27,9 +31,11 @@ from flax import struct
 
 
 class Decoder(nn.Module):
-    """Codes z (B, latent_dim) -> Bernoulli logits (B, 28, 28, 1): dense, dense to 7x7, two stride-2 deconvs.
+    """Codes z (B, latent_dim) -> Bernoulli logits (B, 28, 28, 1): dense, dense to 7x7, two stride-2
+    deconvs.
 
-    Also the DCGAN generator's body (``mnistxai.models.gan.Generator``), so a VAE decoder can initialize it.
+    Also the DCGAN generator's body (``mnistxai.models.gan.Generator``), so a VAE decoder can
+    initialize it.
     """
 
     widths: Sequence[int] = (32, 64)
@@ -63,8 +69,10 @@ class VAE(nn.Module):
 
     def setup(self):
         w1, w2 = self.widths
-        self.enc_convs = [nn.Conv(w1, (4, 4), (2, 2), padding="SAME", name="enc_conv1"),
-                          nn.Conv(w2, (4, 4), (2, 2), padding="SAME", name="enc_conv2")]
+        self.enc_convs = [
+            nn.Conv(w1, (4, 4), (2, 2), padding="SAME", name="enc_conv1"),
+            nn.Conv(w2, (4, 4), (2, 2), padding="SAME", name="enc_conv2"),
+        ]
         self.enc_dense = nn.Dense(self.hidden, name="enc_dense")
         self.enc_out = nn.Dense(2 * self.latent_dim, name="enc_out")
         self.decoder = Decoder(self.widths, self.hidden, name="decoder")
@@ -93,7 +101,8 @@ class VAE(nn.Module):
         return self.clf_out(nn.relu(self.clf_hidden(z)))
 
     def __call__(self, x, eps):
-        """(reconstruction logits, mean, logvar, class logits) for images x and noise eps ~ N(0, I)."""
+        """(reconstruction logits, mean, logvar, class logits) for images x and noise eps ~ N(0,
+        I)."""
         mean, logvar = self.encode(x)
         z = reparameterize(mean, logvar, eps)
         return self.decode_logits(z), mean, logvar, self.classify_latent(mean)
@@ -106,7 +115,7 @@ def reparameterize(mean: jax.Array, logvar: jax.Array, eps: jax.Array) -> jax.Ar
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
     """KL(N(mean, exp(logvar)) || N(0, I)) in nats, summed over the last axis."""
-    return 0.5 * jnp.sum(jnp.exp(logvar) + mean ** 2 - 1.0 - logvar, axis=-1)
+    return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
 
 
 def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -122,7 +131,8 @@ def init_vae(model: VAE, key: jax.Array) -> dict:
 
 @struct.dataclass
 class VAEModel:
-    """A trained VAE as pure functions. Images float32 (B, 28, 28, 1) in [0, 1]; codes (B, latent_dim)."""
+    """A trained VAE as pure functions. Images float32 (B, 28, 28, 1) in [0, 1]; codes (B,
+    latent_dim)."""
 
     params: dict
     module: VAE = struct.field(pytree_node=False, default_factory=VAE)
@@ -147,7 +157,8 @@ class VAEModel:
         return self.decode(self.encode(x)[0])
 
     def classify_latent(self, z: jax.Array) -> jax.Array:
-        """Latent classifier logits (B, 10) for codes (B, latent_dim) (trained on posterior means)."""
+        """Latent classifier logits (B, 10) for codes (B, latent_dim) (trained on posterior
+        means)."""
         return self._apply(VAE.classify_latent, z)
 
     def sample(self, key: jax.Array, n: int) -> jax.Array:

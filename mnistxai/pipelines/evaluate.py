@@ -3,10 +3,12 @@
     python -m mnistxai.evaluate --run runs/explain [--limit 1000] --out runs/leaderboard
     python -m mnistxai.evaluate --checkpoint runs/cnn --methods saliency,gradcam --out DIR
 
-The second form first runs ``mnistxai.pipelines.explain`` into ``DIR/explanations``. Writes into ``--out``:
+The second form first runs ``mnistxai.pipelines.explain`` into ``DIR/explanations``. Writes into
+``--out``:
 
     leaderboard.csv / .md   method x metric: mean, standard error, images used, time
-    evaluation.json         the same plus the mean deletion/insertion curves and randomization cascade
+    evaluation.json         the same plus the mean deletion/insertion curves and randomization
+    cascade
     per_example.npz         every metric's value per image and method (<method>/<metric>)
     curves.png, randomization.png, bars.png
 
@@ -35,8 +37,15 @@ from tqdm import tqdm
 
 from mnistxai import data
 from mnistxai.util.cli import ArgumentParser
-from mnistxai.pipelines.explain import (ExplainConfig, explain_run, load_images, load_method,
-                              method_options, parse_options, peak_rss_mb)
+from mnistxai.pipelines.explain import (
+    ExplainConfig,
+    explain_run,
+    load_images,
+    load_method,
+    method_options,
+    parse_options,
+    peak_rss_mb,
+)
 from mnistxai.util import streams
 from mnistxai.util.atomic import save_npz_atomic, write_json_atomic
 from mnistxai.util.errors import InputError
@@ -44,8 +53,11 @@ from mnistxai.xai import metrics as M, parse_methods, registry
 from mnistxai.xai.metrics.registry import Batch, get_metric
 
 # images of the robustness subset, by the method's cost class (``Method.cost``)
-COST_LIMITS = {"cheap": "robustness_images", "costly": "costly_robustness_images",
-               "heavy": "heavy_robustness_images"}
+COST_LIMITS = {
+    "cheap": "robustness_images",
+    "costly": "costly_robustness_images",
+    "heavy": "heavy_robustness_images",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +140,7 @@ def method_explain_fn(name: str, options: dict, classifier, batch: int):
 
     def explain_fn(model, x, targets, keys):
         return spec.call(model, x, targets, keys[0], opts).attributions
+
     return explain_fn
 
 
@@ -139,8 +152,16 @@ def score_fns(classifier):
 
 
 def _batch(fns, config: EvalConfig, x, maps, targets, keys, metric, **extra) -> Batch:
-    return Batch(x=x, maps=maps, targets=targets, keys=streams.fold(keys, metric),
-                 probabilities=fns[0], logits=fns[1], chunk_size=config.chunk_size, **extra)
+    return Batch(
+        x=x,
+        maps=maps,
+        targets=targets,
+        keys=streams.fold(keys, metric),
+        probabilities=fns[0],
+        logits=fns[1],
+        chunk_size=config.chunk_size,
+        **extra,
+    )
 
 
 def shared_parts(config: EvalConfig, images: np.ndarray, targets: np.ndarray, fns) -> list:
@@ -152,15 +173,33 @@ def shared_parts(config: EvalConfig, images: np.ndarray, targets: np.ndarray, fn
         e = min(len(images), s + b)
         x = jnp.asarray(data.to_model_input(images[s:e]))
         t, keys = jnp.asarray(targets[s:e]), image_keys(config.seed, s, e)
-        out.append((targets[s:e], {m.name: m.shared(_batch(fns, config, x, None, t, keys, m.name),
-                                                    **config.options(m.name))
-                                   for m in metrics}))
+        out.append(
+            (
+                targets[s:e],
+                {
+                    m.name: m.shared(
+                        _batch(fns, config, x, None, t, keys, m.name), **config.options(m.name)
+                    )
+                    for m in metrics
+                },
+            )
+        )
     return out
 
 
-def evaluate_method(name: str, maps: Optional[np.ndarray], targets: np.ndarray, images: np.ndarray,
-                    explain_fn, classifier, states: dict, config: EvalConfig, fns,
-                    shared: Optional[list] = None, robust_n: int = 0) -> tuple[dict, float]:
+def evaluate_method(
+    name: str,
+    maps: Optional[np.ndarray],
+    targets: np.ndarray,
+    images: np.ndarray,
+    explain_fn,
+    classifier,
+    states: dict,
+    config: EvalConfig,
+    fns,
+    shared: Optional[list] = None,
+    robust_n: int = 0,
+) -> tuple[dict, float]:
     """(per-example values of every selected metric, seconds spent in the re-explaining ones)
     for one method (``maps`` None: a baseline's own maps). ``shared``: ``shared_parts`` of these
     images, used for the batches whose targets match; ``robust_n``: images of the robustness
@@ -174,8 +213,11 @@ def evaluate_method(name: str, maps: Optional[np.ndarray], targets: np.ndarray, 
         x = jnp.asarray(data.to_model_input(images[s:e]))
         keys = image_keys(config.seed, s, e)
         t = jnp.asarray(targets[s:e])
-        a = (M.baseline_maps(name, x, streams.fold(keys, "baseline_maps"))
-             if maps is None else jnp.asarray(maps[s:e]))
+        a = (
+            M.baseline_maps(name, x, streams.fold(keys, "baseline_maps"))
+            if maps is None
+            else jnp.asarray(maps[s:e])
+        )
         reuse = shared is not None and np.array_equal(shared[i][0], targets[s:e])
         r = min(e, robust_n) - s
         values = {}
@@ -184,9 +226,18 @@ def evaluate_method(name: str, maps: Optional[np.ndarray], targets: np.ndarray, 
                 continue
             t0 = time.perf_counter()
             if m.reexplains:
-                batch = _batch(fns, config, x[:r], a[:r], t[:r], keys[:r], m.name,
-                               explain_fn=explain_fn, classifier=classifier,
-                               state=states.get(m.name))
+                batch = _batch(
+                    fns,
+                    config,
+                    x[:r],
+                    a[:r],
+                    t[:r],
+                    keys[:r],
+                    m.name,
+                    explain_fn=explain_fn,
+                    classifier=classifier,
+                    state=states.get(m.name),
+                )
             else:
                 part = shared[i][1].get(m.name) if reuse else None
                 batch = _batch(fns, config, x, a, t, keys, m.name, state=states.get(m.name))
@@ -218,11 +269,14 @@ def completeness(arrays: dict) -> Optional[dict]:
     delta = arrays["extra_convergence_delta"].astype(np.float64)
     gap = arrays["attribution_sum"].astype(np.float64) - delta  # F(x) - F(baseline)
     rel = np.abs(delta) / np.maximum(np.abs(gap), 1e-12)
-    return {"images": int(len(delta)), "mean_abs_delta": float(np.abs(delta).mean()),
-            "median_abs_delta": float(np.median(np.abs(delta))),
-            "p95_abs_delta": float(np.percentile(np.abs(delta), 95)),
-            "median_relative_delta": float(np.median(rel)),
-            "share_relative_delta_below_1pct": float((rel < 0.01).mean())}
+    return {
+        "images": int(len(delta)),
+        "mean_abs_delta": float(np.abs(delta).mean()),
+        "median_abs_delta": float(np.median(np.abs(delta))),
+        "p95_abs_delta": float(np.percentile(np.abs(delta), 95)),
+        "median_relative_delta": float(np.median(rel)),
+        "share_relative_delta_below_1pct": float((rel < 0.01).mean()),
+    }
 
 
 def _json_safe(obj):
@@ -253,38 +307,62 @@ def write_leaderboard(out: Path, results: dict) -> None:
         w = csv.writer(f)
         w.writerow(header)
         for name, r in rows.items():
-            line = [name, r["images"], r["explain_seconds"], r["evaluate_seconds"],
-                    r["robustness_seconds"]]
+            line = [
+                name,
+                r["images"],
+                r["explain_seconds"],
+                r["evaluate_seconds"],
+                r["robustness_seconds"],
+            ]
             for m in cols:
-                line += [f"{r['metrics'][m][k]:.6g}" for k in ("mean", "se")] + [r["metrics"][m]["n"]]
+                line += [f"{r['metrics'][m][k]:.6g}" for k in ("mean", "se")] + [
+                    r["metrics"][m]["n"]
+                ]
             w.writerow(line)
     tmp.replace(out / "leaderboard.csv")
-    lines = [f"# Explanation leaderboard ({results['images']} {results['dataset']} test images; the "
-             f"re-explaining metrics on the first {results['robustness_images']}, fewer for costly "
-             f"methods: column 'robust n')", "",
-             "Mean ± standard error over images. Baselines: `random` (uniform noise maps) and "
-             "`sobel` (edge magnitude).", "",
-             "| method | " + " | ".join(f"{m} ({'↓' if b == 'lower' else '↑'})"
-                                        for m, (b, _) in cols.items())
-             + " | robust n | explain s | evaluate s |",
-             "|---" * (len(cols) + 4) + "|"]
+    lines = [
+        f"# Explanation leaderboard ({results['images']} {results['dataset']} test images; the "
+        f"re-explaining metrics on the first {results['robustness_images']}, fewer for costly "
+        f"methods: column 'robust n')",
+        "",
+        "Mean ± standard error over images. Baselines: `random` (uniform noise maps) and "
+        "`sobel` (edge magnitude).",
+        "",
+        "| method | "
+        + " | ".join(f"{m} ({'↓' if b == 'lower' else '↑'})" for m, (b, _) in cols.items())
+        + " | robust n | explain s | evaluate s |",
+        "|---" * (len(cols) + 4) + "|",
+    ]
     for name, r in rows.items():
         cells = [_fmt(r["metrics"][m]["mean"], r["metrics"][m]["se"]) for m in cols]
         expl = "—" if r["explain_seconds"] is None else f"{r['explain_seconds']:.1f}"
-        lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {r['robust_images']} | {expl} | {r['evaluate_seconds']:.1f} |")
-    lines += ["", "Metrics: " + "; ".join(f"**{m}**: {d} ({b} is better)"
-                                          for m, (b, d) in cols.items()) + "."]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {r['robust_images']} | {expl} | {r['evaluate_seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "Metrics: "
+        + "; ".join(f"**{m}**: {d} ({b} is better)" for m, (b, d) in cols.items())
+        + ".",
+    ]
     if results.get("shared_seconds"):
-        lines += ["", f"Model calls shared by every row (the map-independent parts of "
-                  f"{', '.join(results['shared'])}): {results['shared_seconds']:.1f} s, not in "
-                  f"'evaluate s'."]
+        lines += [
+            "",
+            f"Model calls shared by every row (the map-independent parts of "
+            f"{', '.join(results['shared'])}): {results['shared_seconds']:.1f} s, not in "
+            f"'evaluate s'.",
+        ]
     for name, c in results["completeness"].items():
-        lines += ["", f"IG completeness ({name}, {c['images']} images): mean |δ| "
-                  f"{c['mean_abs_delta']:.4g}, median |δ| {c['median_abs_delta']:.4g}, 95th "
-                  f"percentile {c['p95_abs_delta']:.4g}; median |δ|/|F(x)−F(b)| "
-                  f"{c['median_relative_delta']:.3%}, {c['share_relative_delta_below_1pct']:.1%} "
-                  f"of images below 1%."]
+        lines += [
+            "",
+            f"IG completeness ({name}, {c['images']} images): mean |δ| "
+            f"{c['mean_abs_delta']:.4g}, median |δ| {c['median_abs_delta']:.4g}, 95th "
+            f"percentile {c['p95_abs_delta']:.4g}; median |δ|/|F(x)−F(b)| "
+            f"{c['median_relative_delta']:.3%}, {c['share_relative_delta_below_1pct']:.1%} "
+            f"of images below 1%.",
+        ]
     tmp = out / "leaderboard.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out / "leaderboard.md")
@@ -294,22 +372,35 @@ def write_figures(out: Path, results: dict) -> None:
     from mnistxai.report import viz
 
     rows, cols = results["methods"], results["columns"]
-    curves = {kind: {n: r["curves"][f"{kind}_curve"] for n, r in rows.items()}
-              for kind in ("deletion", "insertion") if f"{kind}_curve" in next(iter(rows.values()))["curves"]}
+    curves = {
+        kind: {n: r["curves"][f"{kind}_curve"] for n, r in rows.items()}
+        for kind in ("deletion", "insertion")
+        if f"{kind}_curve" in next(iter(rows.values()))["curves"]
+    }
     if curves:
         viz.save_figure(viz.plot_perturbation_curves(curves), out / "curves.png")
     if results["robustness_images"] and results.get("cascade"):
         sim = {m: {n: r["cascade"][m] for n, r in rows.items()} for m in ("spearman", "ssim")}
-        viz.save_figure(viz.plot_randomization_cascade(results["cascade"], sim),
-                        out / "randomization.png")
-    table = {m: {n: (r["metrics"][m]["mean"], r["metrics"][m]["se"]) for n, r in rows.items()}
-             for m in cols}
-    viz.save_figure(viz.plot_metric_bars(table, {m: b for m, (b, _) in cols.items()}),
-                    out / "bars.png")
+        viz.save_figure(
+            viz.plot_randomization_cascade(results["cascade"], sim), out / "randomization.png"
+        )
+    table = {
+        m: {n: (r["metrics"][m]["mean"], r["metrics"][m]["se"]) for n, r in rows.items()}
+        for m in cols
+    }
+    viz.save_figure(
+        viz.plot_metric_bars(table, {m: b for m, (b, _) in cols.items()}), out / "bars.png"
+    )
 
 
-def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=None, images=None,
-                 progress: bool = True) -> dict:
+def evaluate_run(
+    run_dir,
+    out,
+    config: EvalConfig = EvalConfig(),
+    classifier=None,
+    images=None,
+    progress: bool = True,
+) -> dict:
     """Score every finished method of the explanation run ``run_dir`` (plus the baselines) with
     every selected metric and write the leaderboard, evaluation.json, per_example.npz and figures
     into ``out``.
@@ -321,17 +412,25 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
     run_dir, out = Path(run_dir), Path(out)
     run_file = run_dir / "run.json"
     if not run_file.exists():
-        raise InputError(f"{run_file} does not exist: is {run_dir} a `python -m mnistxai.explain` "
-                         f"output?")
+        raise InputError(
+            f"{run_file} does not exist: is {run_dir} a `python -m mnistxai.explain` output?"
+        )
     run = json.loads(run_file.read_text())
     methods = [m for m in run["methods"] if (run_dir / f"{m}.npz").exists()]
     if not methods:
         raise InputError(f"{run_dir} has no finished method (.npz) yet")
     if classifier is None:
         from mnistxai.training.checkpoint import load_classifier
+
         classifier = load_classifier(run["checkpoint"])
-    explain_config = ExplainConfig(methods=tuple(methods), **{
-        k: v for k, v in run.items() if k in ExplainConfig.__dataclass_fields__ and k != "methods"})
+    explain_config = ExplainConfig(
+        methods=tuple(methods),
+        **{
+            k: v
+            for k, v in run.items()
+            if k in ExplainConfig.__dataclass_fields__ and k != "methods"
+        },
+    )
     if images is None:
         images, _ = load_images(explain_config.dataset, run["split"], run["limit"], run["data_dir"])
     n = min(config.limit, run["images"], len(images))
@@ -339,16 +438,24 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
     out.mkdir(parents=True, exist_ok=True)
     fns = score_fns(classifier)
     selected = [get_metric(m) for m in config.selected()]
-    states = {m.name: m.setup(classifier, streams.key(config.seed, m.name))
-              for m in selected if m.setup is not None}
+    states = {
+        m.name: m.setup(classifier, streams.key(config.seed, m.name))
+        for m in selected
+        if m.setup is not None
+    }
     cascade = states.get("randomization")
-    results = {"images": n, "dataset": explain_config.dataset,
-               "robustness_images": min(config.robustness_images, n),
-               "config": dataclasses.asdict(config), "metrics": [m.name for m in selected],
-               "columns": {c: list(v) for m in selected for c, v in m.columns.items()},
-               "cascade": [s for s, _ in cascade] if cascade else [],
-               "shared": [m.name for m in selected if m.shared is not None],
-               "methods": {}, "completeness": {}}
+    results = {
+        "images": n,
+        "dataset": explain_config.dataset,
+        "robustness_images": min(config.robustness_images, n),
+        "config": dataclasses.asdict(config),
+        "metrics": [m.name for m in selected],
+        "columns": {c: list(v) for m in selected for c, v in m.columns.items()},
+        "cascade": [s for s, _ in cascade] if cascade else [],
+        "shared": [m.name for m in selected if m.shared is not None],
+        "methods": {},
+        "completeness": {},
+    }
     per_example = {}
     t0 = time.perf_counter()
     first_targets = load_method(run_dir, methods[0])["targets"][:n]
@@ -361,8 +468,12 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
             arrays = load_method(run_dir, name)
             maps, targets = arrays["attributions"][:n], arrays["targets"][:n]
             options = method_options(explain_config, name, classifier)
-            explain_fn = method_explain_fn(name, options, classifier,
-                                           max(1, min(config.robustness_images, config.batch_size, n)))
+            explain_fn = method_explain_fn(
+                name,
+                options,
+                classifier,
+                max(1, min(config.robustness_images, config.batch_size, n)),
+            )
             timing_file = run_dir / f"{name}.json"
             timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
             explain_s = timing.get("seconds", 0.0) * n / max(1, timing.get("images", n))
@@ -373,16 +484,37 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
             maps, explain_fn, explain_s, options = None, M.baseline_explain_fn(name), None, None
             targets = first_targets
         robust_n = min(n, robustness_images(config, name, options))
-        values, robust_s = evaluate_method(name, maps, targets, images, explain_fn, classifier,
-                                           states, config, fns, shared, robust_n)
-        row = {"images": n, "robust_images": robust_n,
-               "explain_seconds": None if explain_s is None else round(explain_s, 2),
-               "evaluate_seconds": round(time.perf_counter() - t0, 2),
-               "robustness_seconds": round(robust_s, 2), "metrics": {},
-               "curves": {k: v.mean(0).tolist() for k, v in values.items() if k.endswith("_curve")},
-               "cascade": {m: [float(np.mean(values[f"cascade_{m}_{s}"]))
-                               if f"cascade_{m}_{s}" in values else float("nan")
-                               for s in results["cascade"]] for m in ("spearman", "ssim")}}
+        values, robust_s = evaluate_method(
+            name,
+            maps,
+            targets,
+            images,
+            explain_fn,
+            classifier,
+            states,
+            config,
+            fns,
+            shared,
+            robust_n,
+        )
+        row = {
+            "images": n,
+            "robust_images": robust_n,
+            "explain_seconds": None if explain_s is None else round(explain_s, 2),
+            "evaluate_seconds": round(time.perf_counter() - t0, 2),
+            "robustness_seconds": round(robust_s, 2),
+            "metrics": {},
+            "curves": {k: v.mean(0).tolist() for k, v in values.items() if k.endswith("_curve")},
+            "cascade": {
+                m: [
+                    float(np.mean(values[f"cascade_{m}_{s}"]))
+                    if f"cascade_{m}_{s}" in values
+                    else float("nan")
+                    for s in results["cascade"]
+                ]
+                for m in ("spearman", "ssim")
+            },
+        }
         for m in results["columns"]:
             mean, se, count = summarize(values[m]) if m in values else (float("nan"),) * 2 + (0,)
             row["metrics"][m] = {"mean": mean, "se": se, "n": count}
@@ -397,14 +529,23 @@ def evaluate_run(run_dir, out, config: EvalConfig = EvalConfig(), classifier=Non
     return results
 
 
-INT_FLAGS = ("limit", "batch_size", "chunk_size", "robustness_images", "costly_robustness_images",
-             "heavy_robustness_images", "seed")
+INT_FLAGS = (
+    "limit",
+    "batch_size",
+    "chunk_size",
+    "robustness_images",
+    "costly_robustness_images",
+    "heavy_robustness_images",
+    "seed",
+)
 
 
 def build_parser() -> ArgumentParser:
-    ap = ArgumentParser(prog="python -m mnistxai.evaluate",
-                        description="Leaderboard of XAI methods on faithfulness, robustness, "
-                                    "complexity and randomization metrics.")
+    ap = ArgumentParser(
+        prog="python -m mnistxai.evaluate",
+        description="Leaderboard of XAI methods on faithfulness, robustness, "
+        "complexity and randomization metrics.",
+    )
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="an output folder of `python -m mnistxai.explain`")
     src.add_argument("--checkpoint", help="explain first (into OUT/explanations), then evaluate")
@@ -413,10 +554,16 @@ def build_parser() -> ArgumentParser:
     defaults = EvalConfig()
     for name in INT_FLAGS:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    ap.add_argument("--metrics", default="all", help="comma-separated metric names or 'all': "
-                    + ", ".join(M.METRICS))
-    ap.add_argument("--metric-options", default=None,
-                    help='JSON metric options, e.g. \'{"region_perturbation": {"regions": 12}}\'')
+    ap.add_argument(
+        "--metrics",
+        default="all",
+        help="comma-separated metric names or 'all': " + ", ".join(M.METRICS),
+    )
+    ap.add_argument(
+        "--metric-options",
+        default=None,
+        help='JSON metric options, e.g. \'{"region_perturbation": {"regions": 12}}\'',
+    )
     ap.add_argument("--data-dir", default=None, help="IDX folder (with --checkpoint)")
     ap.add_argument("--options", default=None, help="with --checkpoint: JSON method options")
     ap.add_argument("--no-progress", action="store_true")
@@ -434,15 +581,21 @@ def parse_metrics(text: str) -> tuple[str, ...]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    config = EvalConfig(**{name: getattr(args, name) for name in INT_FLAGS},
-                        metrics=parse_metrics(args.metrics),
-                        metric_options=parse_options(args.metric_options, "--metric-options"),
-                        ).validate()
+    config = EvalConfig(
+        **{name: getattr(args, name) for name in INT_FLAGS},
+        metrics=parse_metrics(args.metrics),
+        metric_options=parse_options(args.metric_options, "--metric-options"),
+    ).validate()
     run_dir = args.run
     if args.checkpoint:
         explain_config = ExplainConfig(
-            checkpoint=args.checkpoint, methods=parse_methods(args.methods), limit=config.limit,
-            seed=config.seed, options=parse_options(args.options), data_dir=args.data_dir).validate()
+            checkpoint=args.checkpoint,
+            methods=parse_methods(args.methods),
+            limit=config.limit,
+            seed=config.seed,
+            options=parse_options(args.options),
+            data_dir=args.data_dir,
+        ).validate()
         run_dir = Path(args.out) / "explanations"
         explain_run(explain_config, run_dir, progress=not args.no_progress)
     evaluate_run(run_dir, args.out, config, progress=not args.no_progress)

@@ -24,7 +24,8 @@ is done, so an interrupted run redoes at most one batch per method; batches are 
 index)``, so a resumed run produces the same numbers as an uninterrupted one. Members of a
 registered group (SmoothGrad, SmoothGrad-Squared and VarGrad) use the group's key: with equal
 options they are computed together from one computation, each ``<method>.json`` then holding an
-equal share of the time and naming the rest of its group in ``shared_with``. ``run.json`` records the
+equal share of the time and naming the rest of its group in ``shared_with``. ``run.json`` records
+the
 ``format`` (``RUN_FORMAT``): a folder written by a version with other keys is not resumed.
 
 Memory: one batch of explanations at a time (the method's own ``chunk_size`` bounds its inner
@@ -107,7 +108,9 @@ class ExplainConfig:
             if not isinstance(opts, dict):
                 raise InputError(f"options of {name!r} must be a dict, got {opts!r}")
         if self.split not in data.SPLITS:
-            raise InputError(f"unknown split {self.split!r}; choose one of {', '.join(data.SPLITS)}")
+            raise InputError(
+                f"unknown split {self.split!r}; choose one of {', '.join(data.SPLITS)}"
+            )
         if self.limit is not None and self.limit < 1:
             raise InputError(f"limit must be >= 1, got {self.limit}")
         if self.batch_size < 1 or self.background < 1:
@@ -115,17 +118,22 @@ class ExplainConfig:
         if self.dtype not in DTYPES:
             raise InputError(f"unknown dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
         if self.targets not in TARGETS:
-            raise InputError(f"unknown targets {self.targets!r}; choose one of {', '.join(TARGETS)}")
+            raise InputError(
+                f"unknown targets {self.targets!r}; choose one of {', '.join(TARGETS)}"
+            )
         if self.dataset is not None and self.dataset not in data.DATASETS:
-            raise InputError(f"unknown dataset {self.dataset!r}; choose one of "
-                             f"{', '.join(data.DATASETS)}")
+            raise InputError(
+                f"unknown dataset {self.dataset!r}; choose one of {', '.join(data.DATASETS)}"
+            )
         return self
 
     def for_classifier(self, classifier) -> "ExplainConfig":
         """This config with ``dataset`` the classifier's, or an InputError if it names another."""
         if self.dataset is not None and self.dataset != classifier.dataset:
-            raise InputError(f"the classifier of {self.checkpoint} was trained on "
-                             f"{classifier.dataset}, not {self.dataset}: explain it on its own data")
+            raise InputError(
+                f"the classifier of {self.checkpoint} was trained on "
+                f"{classifier.dataset}, not {self.dataset}: explain it on its own data"
+            )
         return dataclasses.replace(self, dataset=classifier.dataset)
 
     def settings(self) -> dict:
@@ -136,8 +144,9 @@ class ExplainConfig:
         return {**d, "format": RUN_FORMAT}
 
 
-def load_images(dataset: str, split: str, limit: Optional[int],
-                data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def load_images(
+    dataset: str, split: str, limit: Optional[int], data_dir=None
+) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 (N, 28, 28), int32 (N,)): the first ``limit`` images of ``dataset``'s ``split``."""
     images, labels = data.load(dataset, split, data_dir)
     return images[:limit], labels[:limit]
@@ -158,8 +167,9 @@ def background_images(config: ExplainConfig) -> np.ndarray:
     """uint8 (config.background, 28, 28): training images drawn without replacement from the
     ``background`` stream of the seed."""
     train, _ = data.load(config.dataset, "train", config.data_dir)
-    pick = jax.random.choice(streams.key(config.seed, "background"), len(train),
-                             (config.background,), replace=False)
+    pick = jax.random.choice(
+        streams.key(config.seed, "background"), len(train), (config.background,), replace=False
+    )
     return train[np.asarray(pick)]
 
 
@@ -212,18 +222,20 @@ def _store(maps: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def predict(classifier, images_u8: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class int32 (N,), softmax probabilities float32 (N, K)), ``batch_size`` at a time."""
+    """(predicted class int32 (N,), softmax probabilities float32 (N, K)), ``batch_size`` at a
+    time."""
     preds, probs = [], []
     for s in range(0, len(images_u8), batch_size):
-        chunk = images_u8[s:s + batch_size]
+        chunk = images_u8[s : s + batch_size]
         p, q = _predict(classifier, jnp.asarray(data.to_model_input(_pad(chunk, batch_size))))
-        preds.append(np.asarray(p)[:len(chunk)])
-        probs.append(np.asarray(q)[:len(chunk)])
+        preds.append(np.asarray(p)[: len(chunk)])
+        probs.append(np.asarray(q)[: len(chunk)])
     return np.concatenate(preds), np.concatenate(probs)
 
 
-def explain_batch(names, classifier, images_u8, labels, start, config, options,
-                  predictions, probs) -> dict:
+def explain_batch(
+    names, classifier, images_u8, labels, start, config, options, predictions, probs
+) -> dict:
     """{name: the stored arrays of one batch} for ``names``: one method, or SmoothGrad-family
     methods computed together (their images start at index ``start`` of the split;
     ``predictions``, ``probs``: the model's, for these images)."""
@@ -233,18 +245,24 @@ def explain_batch(names, classifier, images_u8, labels, start, config, options,
     x = data.to_model_input(_pad(images_u8, config.batch_size))
     targets = _pad(labels, config.batch_size) if config.targets == "label" else None
     key = method_key(config.seed, names[0], start)
-    results = ({names[0]: explain(names[0], classifier, x, targets, key=key, **options)}
-               if len(names) == 1 else
-               explain_together(names, classifier, x, targets, key=key, **options))
+    results = (
+        {names[0]: explain(names[0], classifier, x, targets, key=key, **options)}
+        if len(names) == 1
+        else explain_together(names, classifier, x, targets, key=key, **options)
+    )
     out = {}
     for name, result in results.items():
         maps = np.asarray(result.attributions, np.float32)[:n]
         t = np.asarray(result.targets)[:n]
-        out[name] = {"attributions": _store(maps, config.dtype), "targets": t,
-                     "predictions": predictions, "labels": labels.astype(np.int32),
-                     "indices": np.arange(start, start + n, dtype=np.int32),
-                     "target_probability": probs[np.arange(n), t].astype(np.float32),
-                     "attribution_sum": maps.sum((1, 2))}
+        out[name] = {
+            "attributions": _store(maps, config.dtype),
+            "targets": t,
+            "predictions": predictions,
+            "labels": labels.astype(np.int32),
+            "indices": np.arange(start, start + n, dtype=np.int32),
+            "target_probability": probs[np.arange(n), t].astype(np.float32),
+            "attribution_sum": maps.sum((1, 2)),
+        }
         for k, v in result.extras.items():
             out[name][f"extra_{k}"] = np.asarray(v)[:n]
     return out
@@ -252,17 +270,29 @@ def explain_batch(names, classifier, images_u8, labels, start, config, options,
 
 def _merge(parts: list[Path]) -> dict:
     loaded = [dict(np.load(p)) for p in parts]
-    merged = {k: np.concatenate([d[k] for d in loaded]) for k in loaded[0] if k not in ("seconds", "warm")}
-    timing = {"seconds": float(sum(d["seconds"] for d in loaded)),
-              "warm_seconds": float(sum(d["seconds"] for d in loaded if d["warm"])),
-              "warm_batches": int(sum(bool(d["warm"]) for d in loaded))}
+    merged = {
+        k: np.concatenate([d[k] for d in loaded]) for k in loaded[0] if k not in ("seconds", "warm")
+    }
+    timing = {
+        "seconds": float(sum(d["seconds"] for d in loaded)),
+        "warm_seconds": float(sum(d["seconds"] for d in loaded if d["warm"])),
+        "warm_batches": int(sum(bool(d["warm"]) for d in loaded)),
+    }
     return merged, timing
 
 
-def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
-               config: ExplainConfig, out: Path, progress: bool = True,
-               budget: Optional[list] = None, predicted=None,
-               companions: tuple = ()) -> Optional[dict]:
+def run_method(
+    name: str,
+    classifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: ExplainConfig,
+    out: Path,
+    progress: bool = True,
+    budget: Optional[list] = None,
+    predicted=None,
+    companions: tuple = (),
+) -> Optional[dict]:
     """Explain ``images`` with ``name`` into ``out/<name>.npz``; returns its timing, or None when
     ``budget`` ([batches left], shared by the methods of a call) ran out first. ``predicted``:
     ``predict``'s output for ``images`` (computed here when not given). ``companions``: methods
@@ -282,8 +312,14 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
     n, b = len(images), config.batch_size
     starts = range(0, n, b)
     done = sum((part_dir / f"{s:07d}.npz").exists() for s in starts)
-    bar = tqdm(total=n, initial=min(n, done * b), unit="img", desc=name, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=n,
+        initial=min(n, done * b),
+        unit="img",
+        desc=name,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     warm = False
     preds, probs = predicted if predicted is not None else predict(classifier, images, b)
     for s in starts:
@@ -296,8 +332,17 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
                 return None
             budget[0] -= 1
         t0 = time.perf_counter()
-        batch = explain_batch(group, classifier, images[s:s + b], labels[s:s + b], s, config,
-                              call_options, preds[s:s + b], probs[s:s + b])
+        batch = explain_batch(
+            group,
+            classifier,
+            images[s : s + b],
+            labels[s : s + b],
+            s,
+            config,
+            call_options,
+            preds[s : s + b],
+            probs[s : s + b],
+        )
         seconds = (time.perf_counter() - t0) / len(group)  # companions: an equal share each
         for member in group[1:] + (name,):  # own part last: it marks the batch as done
             member_path = out / "parts" / member / path.name
@@ -314,14 +359,22 @@ def run_method(name: str, classifier, images: np.ndarray, labels: np.ndarray,
     rate = timing["warm_batches"] * b / warm_s if warm_s > 0 else None
     cold_batches = len(starts) - timing["warm_batches"]
     cold = timing["seconds"] - warm_s
-    timing = {"method": name, "images": n, "seconds": round(timing["seconds"], 3),
-              "images_per_s": None if rate is None else round(rate, 1),
-              "wall_images_per_s": round(n / timing["seconds"], 1),
-              "compile_seconds": None if rate is None else round(max(0.0, cold - cold_batches * b / rate), 3),
-              "peak_rss_mb": round(peak_rss_mb(), 1), "dtype": str(merged["attributions"].dtype),
-              "batch_size": b, "device": str(jax.devices()[0]),
-              "shared_with": list(companions),
-              "options": {k: v for k, v in options.items() if not isinstance(v, np.ndarray)}}
+    timing = {
+        "method": name,
+        "images": n,
+        "seconds": round(timing["seconds"], 3),
+        "images_per_s": None if rate is None else round(rate, 1),
+        "wall_images_per_s": round(n / timing["seconds"], 1),
+        "compile_seconds": None
+        if rate is None
+        else round(max(0.0, cold - cold_batches * b / rate), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "dtype": str(merged["attributions"].dtype),
+        "batch_size": b,
+        "device": str(jax.devices()[0]),
+        "shared_with": list(companions),
+        "options": {k: v for k, v in options.items() if not isinstance(v, np.ndarray)},
+    }
     save_npz_atomic(final, **merged)
     write_json_atomic(out / f"{name}.json", timing)
     shutil.rmtree(part_dir)
@@ -340,15 +393,25 @@ def _check_run_file(out: Path, config: ExplainConfig) -> dict:
         new = json.loads(json.dumps(config.settings()))  # tuples -> lists, as stored
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise InputError(f"{out} holds a run with other settings ({', '.join(diff)}); "
-                             f"resume with the same settings or choose a new --out")
+            raise InputError(
+                f"{out} holds a run with other settings ({', '.join(diff)}); "
+                f"resume with the same settings or choose a new --out"
+            )
         settings["methods"] = list(dict.fromkeys(old_methods + list(config.methods)))
     return settings
 
 
-def explain_run(config: ExplainConfig, out, classifier=None, images=None, labels=None,
-                progress: bool = True, max_batches: Optional[int] = None) -> dict:
-    """Run (or resume) ``config`` into the folder ``out``; returns {method: timing} of finished ones.
+def explain_run(
+    config: ExplainConfig,
+    out,
+    classifier=None,
+    images=None,
+    labels=None,
+    progress: bool = True,
+    max_batches: Optional[int] = None,
+) -> dict:
+    """Run (or resume) ``config`` into the folder ``out``; returns {method: timing} of finished
+    ones.
 
     ``classifier`` defaults to ``load_classifier(config.checkpoint)`` and ``images``/``labels``
     (uint8 (N, 28, 28), int (N,)) to the first ``limit`` of the split of the classifier's
@@ -358,6 +421,7 @@ def explain_run(config: ExplainConfig, out, classifier=None, images=None, labels
     config.validate()
     if classifier is None:
         from mnistxai.training.checkpoint import load_classifier
+
         classifier = load_classifier(config.checkpoint)
     config = config.for_classifier(classifier)
     out = Path(out)
@@ -368,7 +432,9 @@ def explain_run(config: ExplainConfig, out, classifier=None, images=None, labels
     images = np.asarray(images, np.uint8)
     labels = np.asarray(labels, np.int32)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-        raise InputError(f"images must be (N, 28, 28) with (N,) labels, got {images.shape}, {labels.shape}")
+        raise InputError(
+            f"images must be (N, 28, 28) with (N,) labels, got {images.shape}, {labels.shape}"
+        )
     for name in config.methods:
         method_options(config, name, classifier)  # every method's options, before any compiling
     write_json_atomic(out / "run.json", {**settings, "images": len(images)})
@@ -378,14 +444,27 @@ def explain_run(config: ExplainConfig, out, classifier=None, images=None, labels
     predicted = predict(classifier, images, config.batch_size) if todo else None  # once for all
     together = groups(config, classifier)
     for name in config.methods:
-        timing = run_method(name, classifier, images, labels, config, out, progress, budget,
-                            predicted, together.get(name, ()))
+        timing = run_method(
+            name,
+            classifier,
+            images,
+            labels,
+            config,
+            out,
+            progress,
+            budget,
+            predicted,
+            together.get(name, ()),
+        )
         if timing is None:
             break
         timings[name] = timing
         if progress:
-            print(f"{name}: {timing['images']} images, {timing['images_per_s']} images/s, "
-                  f"peak RSS {peak_rss_mb():.0f} MB", flush=True)
+            print(
+                f"{name}: {timing['images']} images, {timing['images_per_s']} images/s, "
+                f"peak RSS {peak_rss_mb():.0f} MB",
+                flush=True,
+            )
     return timings
 
 
@@ -393,7 +472,9 @@ def load_method(run_dir, name: str) -> dict:
     """The arrays of ``run_dir/<name>.npz`` (attributions as float32)."""
     path = Path(run_dir) / f"{name}.npz"
     if not path.exists():
-        raise InputError(f"{path} does not exist (has `python -m mnistxai.explain` finished {name}?)")
+        raise InputError(
+            f"{path} does not exist (has `python -m mnistxai.explain` finished {name}?)"
+        )
     with np.load(path) as f:
         arrays = dict(f)
     arrays["attributions"] = arrays["attributions"].astype(np.float32)
@@ -409,13 +490,17 @@ def parse_options(text: Optional[str], flag: str = "--options") -> dict:
     except json.JSONDecodeError as e:
         raise InputError(f"{flag} is not valid JSON: {e}") from None
     if not isinstance(options, dict) or not all(isinstance(v, dict) for v in options.values()):
-        raise InputError(f'{flag} must be a JSON object of objects: {{"name": {{"option": value}}}}')
+        raise InputError(
+            f'{flag} must be a JSON object of objects: {{"name": {{"option": value}}}}'
+        )
     return options
 
 
 def build_parser() -> ArgumentParser:
-    ap = ArgumentParser(prog="python -m mnistxai.explain",
-                        description="Attributions of XAI methods for an MNIST split, resumable.")
+    ap = ArgumentParser(
+        prog="python -m mnistxai.explain",
+        description="Attributions of XAI methods for an MNIST split, resumable.",
+    )
     ap.add_argument("--checkpoint", required=True, help="work dir written by train_mnist.py")
     ap.add_argument("--methods", required=True, help="comma-separated names, or 'all'")
     ap.add_argument("--out", required=True, help="output folder (resumed if it holds this run)")
@@ -425,21 +510,36 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--dtype", default="float16", choices=DTYPES)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--targets", default="predicted", choices=TARGETS)
-    ap.add_argument("--options", default=None,
-                    help='JSON method options, e.g. \'{"integrated_gradients": {"steps": 50}}\'')
-    ap.add_argument("--background", type=int, default=100,
-                    help="training images drawn as expected_gradients' background")
+    ap.add_argument(
+        "--options",
+        default=None,
+        help='JSON method options, e.g. \'{"integrated_gradients": {"steps": 50}}\'',
+    )
+    ap.add_argument(
+        "--background",
+        type=int,
+        default=100,
+        help="training images drawn as expected_gradients' background",
+    )
     ap.add_argument("--data-dir", default=None, help="MNIST IDX folder")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
 
 def config_from_args(args) -> ExplainConfig:
-    return ExplainConfig(checkpoint=args.checkpoint, methods=parse_methods(args.methods),
-                         split=args.split, limit=args.limit, batch_size=args.batch_size,
-                         dtype=args.dtype, seed=args.seed, targets=args.targets,
-                         options=parse_options(args.options), background=args.background,
-                         data_dir=args.data_dir).validate()
+    return ExplainConfig(
+        checkpoint=args.checkpoint,
+        methods=parse_methods(args.methods),
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        seed=args.seed,
+        targets=args.targets,
+        options=parse_options(args.options),
+        background=args.background,
+        data_dir=args.data_dir,
+    ).validate()
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,7 @@ from mnistxai import data
 from mnistxai.xai import METHODS, explain
 from mnistxai.util.errors import InputError
 
+
 def method_options(method: str, background: np.ndarray, quick: bool = False) -> dict:
     """The demo's options for ``method``: its defaults, or its registered ``quick`` settings with
     ``quick=True`` (the 30-second tour); ``background`` for the methods that take one."""
@@ -36,8 +37,16 @@ def describe_options(method: str, quick: bool = False) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items())
 
 
-def explain_all(classifier, x, methods, key: jax.Array, background: np.ndarray, quick: bool = False,
-                targets=None, progress: bool = True) -> tuple[dict, dict]:
+def explain_all(
+    classifier,
+    x,
+    methods,
+    key: jax.Array,
+    background: np.ndarray,
+    quick: bool = False,
+    targets=None,
+    progress: bool = True,
+) -> tuple[dict, dict]:
     """Run each method on the batch ``x`` (B, 28, 28, 1) in [0, 1].
 
     Returns ``(maps, seconds)``: method -> float32 (B, 28, 28) NumPy maps, and method -> wall time
@@ -46,8 +55,14 @@ def explain_all(classifier, x, methods, key: jax.Array, background: np.ndarray, 
     maps, seconds = {}, {}
     for i, method in enumerate(tqdm(methods, desc="methods", disable=not progress)):
         start = time.perf_counter()
-        result = explain(method, classifier, x, targets, key=jax.random.fold_in(key, i),
-                         **method_options(method, background, quick))
+        result = explain(
+            method,
+            classifier,
+            x,
+            targets,
+            key=jax.random.fold_in(key, i),
+            **method_options(method, background, quick),
+        )
         maps[method] = np.asarray(result.attributions)
         seconds[method] = time.perf_counter() - start
     return maps, seconds
@@ -56,10 +71,13 @@ def explain_all(classifier, x, methods, key: jax.Array, background: np.ndarray, 
 def probabilities(classifier, x, batch_size: int = 2000) -> np.ndarray:
     """Softmax outputs (N, 10) for (N, 28, 28, 1) inputs, in batches."""
     fn = jax.jit(lambda c, b: jax.nn.softmax(c.logits(b)))
-    return np.concatenate([np.asarray(fn(classifier, x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [np.asarray(fn(classifier, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    )
 
 
 # ---- images in MNIST's convention ------------------------------------------------------------
+
 
 def to_mnist_convention(grey: np.ndarray, light_background: bool | None = None) -> np.ndarray:
     """Any grey image (H, W) in [0, 1] -> float32 (28, 28) in [0, 1] the way MNIST was made.
@@ -84,13 +102,18 @@ def to_mnist_convention(grey: np.ndarray, light_background: bool | None = None) 
         raise InputError("no digit found in the image (it is blank or has almost no contrast)")
     g = np.clip(g / peak, 0.0, 1.0)
     rows, cols = np.nonzero(g > 0.1)
-    g = g[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    g = g[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = 20.0 / max(g.shape)
     size = (max(1, round(g.shape[1] * scale)), max(1, round(g.shape[0] * scale)))
-    small = np.asarray(Image.fromarray((g * 255).astype(np.uint8)).resize(size, Image.LANCZOS), np.float32) / 255
+    small = (
+        np.asarray(
+            Image.fromarray((g * 255).astype(np.uint8)).resize(size, Image.LANCZOS), np.float32
+        )
+        / 255
+    )
     canvas = np.zeros((28, 28), np.float32)
     top, left = (28 - small.shape[0]) // 2, (28 - small.shape[1]) // 2
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
     ys, xs = np.indices(canvas.shape)
     mass = canvas.sum()
     dy, dx = round(13.5 - (ys * canvas).sum() / mass), round(13.5 - (xs * canvas).sum() / mass)
@@ -117,8 +140,11 @@ def load_user_image(path: str | Path) -> np.ndarray:
     return to_mnist_convention(grey)
 
 
-def render_font_digits(digits=range(10), fonts=("DejaVu Sans", "DejaVu Serif")) -> tuple[np.ndarray, np.ndarray]:
-    """Digits drawn with matplotlib's fonts, in MNIST's convention: float32 (N, 28, 28), labels (N,).
+def render_font_digits(
+    digits=range(10), fonts=("DejaVu Sans", "DejaVu Serif")
+) -> tuple[np.ndarray, np.ndarray]:
+    """Digits drawn with matplotlib's fonts, in MNIST's convention: float32 (N, 28, 28), labels
+    (N,).
 
     For running without any dataset; one image per digit and font.
     """
@@ -128,7 +154,9 @@ def render_font_digits(digits=range(10), fonts=("DejaVu Sans", "DejaVu Serif")) 
     for font in fonts:
         for d in digits:
             fig = plt.figure(figsize=(1, 1), dpi=64)
-            fig.text(0.5, 0.5, str(d), fontsize=44, ha="center", va="center", family=font, weight="bold")
+            fig.text(
+                0.5, 0.5, str(d), fontsize=44, ha="center", va="center", family=font, weight="bold"
+            )
             fig.canvas.draw()
             rgba = np.asarray(fig.canvas.buffer_rgba(), np.float32)[..., :3].mean(-1) / 255.0
             plt.close(fig)
@@ -146,23 +174,33 @@ def sample_digits(data_dir=None) -> tuple[np.ndarray, np.ndarray, str]:
         images, labels = data.load("mnist", "test", data_dir, download=False)
     except (data.DataError, OSError) as e:
         digits, labels = render_font_digits(fonts=("DejaVu Sans",))
-        return digits, labels, f"digits rendered from a font (no MNIST found: {str(e).split(' (')[0]})"
+        return (
+            digits,
+            labels,
+            f"digits rendered from a font (no MNIST found: {str(e).split(' (')[0]})",
+        )
     first = [int(np.flatnonzero(labels == c)[0]) for c in range(10)]
     return images[first].astype(np.float32) / 255.0, labels[first], "MNIST test digits"
 
 
 # ---- choosing what to show -------------------------------------------------------------------
 
+
 def most_confused_pairs(cm: np.ndarray, n: int = 3) -> list[tuple[int, int, int]]:
     """The ``n`` largest off-diagonal cells as (true, predicted, count), largest first."""
     off = cm.copy()
     np.fill_diagonal(off, -1)
     flat = np.argsort(off, axis=None)[::-1][:n]
-    return [(int(i), int(j), int(off[i, j])) for i, j in zip(*np.unravel_index(flat, cm.shape)) if off[i, j] > 0]
+    return [
+        (int(i), int(j), int(off[i, j]))
+        for i, j in zip(*np.unravel_index(flat, cm.shape))
+        if off[i, j] > 0
+    ]
 
 
 def pick_good_and_bad(probs: np.ndarray, labels: np.ndarray) -> tuple[int, int | None]:
-    """Indices of the most confidently correct and the most confidently wrong example (None if none wrong)."""
+    """Indices of the most confidently correct and the most confidently wrong example (None if none
+    wrong)."""
     predictions, confidence = probs.argmax(-1), probs.max(-1)
     correct = predictions == labels
     good = int(np.argmax(np.where(correct, confidence, -1)))
@@ -170,13 +208,22 @@ def pick_good_and_bad(probs: np.ndarray, labels: np.ndarray) -> tuple[int, int |
     return good, bad
 
 
-def grand_tour_gif(features: np.ndarray, labels: np.ndarray, path: str | Path, key: jax.Array,
-                   frames: int = 60, dims: int = 8, fps: int = 12) -> None:
-    """An animated GIF of ``features`` (N, D) under a smoothly rotating 2-D projection (a grand tour,
+def grand_tour_gif(
+    features: np.ndarray,
+    labels: np.ndarray,
+    path: str | Path,
+    key: jax.Array,
+    frames: int = 60,
+    dims: int = 8,
+    fps: int = 12,
+) -> None:
+    """An animated GIF of ``features`` (N, D) under a smoothly rotating 2-D projection (a grand
+    tour,
     Asimov 1985; as in the contrastive feature visualization seed), coloured by class.
 
     The features are centred and reduced to their top ``dims`` principal components; the rotation is
-    ``expm(t A)`` for a random skew-symmetric ``A``, so the view turns continuously through all of them.
+    ``expm(t A)`` for a random skew-symmetric ``A``, so the view turns continuously through all of
+    them.
     """
     import matplotlib.pyplot as plt
     from matplotlib.animation import FuncAnimation, PillowWriter
@@ -187,11 +234,20 @@ def grand_tour_gif(features: np.ndarray, labels: np.ndarray, path: str | Path, k
     z = z / np.abs(z).max()
     a = jax.random.normal(key, (dims, dims))
     a = (a - a.T) / 2
-    rotations = np.asarray(jax.vmap(lambda t: jax.scipy.linalg.expm(t * a))(jnp.linspace(0, 2.0, frames)))
+    rotations = np.asarray(
+        jax.vmap(lambda t: jax.scipy.linalg.expm(t * a))(jnp.linspace(0, 2.0, frames))
+    )
     fig, ax = plt.subplots(figsize=(4.6, 4.6))
-    points = ax.scatter(*(z @ rotations[0][:, :2]).T, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=6)
-    ax.set(xlim=(-1.05, 1.05), ylim=(-1.05, 1.05), xticks=[], yticks=[],
-           title="Grand tour of the CNN's penultimate layer")
+    points = ax.scatter(
+        *(z @ rotations[0][:, :2]).T, c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=6
+    )
+    ax.set(
+        xlim=(-1.05, 1.05),
+        ylim=(-1.05, 1.05),
+        xticks=[],
+        yticks=[],
+        title="Grand tour of the CNN's penultimate layer",
+    )
     fig.colorbar(points, ax=ax, ticks=range(10), fraction=0.046, label="class")
     fig.tight_layout()
 
@@ -199,5 +255,7 @@ def grand_tour_gif(features: np.ndarray, labels: np.ndarray, path: str | Path, k
         points.set_offsets(z @ rotations[k][:, :2])
         return (points,)
 
-    FuncAnimation(fig, update, frames=frames, blit=True).save(str(path), writer=PillowWriter(fps=fps))
+    FuncAnimation(fig, update, frames=frames, blit=True).save(
+        str(path), writer=PillowWriter(fps=fps)
+    )
     plt.close(fig)

@@ -19,8 +19,13 @@ def plot_training_curves(epochs: list[dict], title: str = "Training"):
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     if epochs:
         best = max(epochs, key=lambda e: e["test_accuracy"])
-        ax_acc.annotate(f"best test {100 * best['test_accuracy']:.2f}%", (best["epoch"], 100 * best["test_accuracy"]),
-                        textcoords="offset points", xytext=(-60, -25), arrowprops={"arrowstyle": "->"})
+        ax_acc.annotate(
+            f"best test {100 * best['test_accuracy']:.2f}%",
+            (best["epoch"], 100 * best["test_accuracy"]),
+            textcoords="offset points",
+            xytext=(-60, -25),
+            arrowprops={"arrowstyle": "->"},
+        )
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
@@ -49,8 +54,16 @@ def is_signed(heatmap) -> bool:
     return bool(peak > 0 and h.min() < -0.01 * peak)
 
 
-def draw_map(ax, image, heatmap, title: str = "", colorbar: bool = True, signed: bool | None = None,
-             alpha: float = 0.65, vmax: float | None = None):
+def draw_map(
+    ax,
+    image,
+    heatmap,
+    title: str = "",
+    colorbar: bool = True,
+    signed: bool | None = None,
+    alpha: float = 0.65,
+    vmax: float | None = None,
+):
     """Draw ``heatmap`` (28, 28) over the grey ``image`` (28, 28) in [0, 1] on ``ax``."""
     h = np.asarray(heatmap, np.float32)
     signed = is_signed(h) if signed is None else signed
@@ -58,10 +71,18 @@ def draw_map(ax, image, heatmap, title: str = "", colorbar: bool = True, signed:
     peak = peak if peak > 0 else 1.0
     if signed:  # a blend would turn zero grey; the digit is drawn as its outline instead
         im = ax.imshow(h, cmap=SIGNED_CMAP, vmin=-peak, vmax=peak)
-        ax.contour(np.asarray(image).reshape(28, 28), levels=[0.5], colors="k", linewidths=0.5, alpha=0.6)
+        ax.contour(
+            np.asarray(image).reshape(28, 28), levels=[0.5], colors="k", linewidths=0.5, alpha=0.6
+        )
     else:
         ax.imshow(np.asarray(image).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
-        im = ax.imshow(h, cmap=UNSIGNED_CMAP, vmin=0 if h.min() >= 0 else float(h.min()), vmax=peak, alpha=alpha)
+        im = ax.imshow(
+            h,
+            cmap=UNSIGNED_CMAP,
+            vmin=0 if h.min() >= 0 else float(h.min()),
+            vmax=peak,
+            alpha=alpha,
+        )
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -78,8 +99,15 @@ def _namer(class_names):
     return (lambda k: str(int(k))) if class_names is None else (lambda k: class_names[int(k)])
 
 
-def plot_digit_analysis(image, maps: dict, probabilities, label: int | None = None, title: str = "",
-                        columns: int = 4, class_names=None):
+def plot_digit_analysis(
+    image,
+    maps: dict,
+    probabilities,
+    label: int | None = None,
+    title: str = "",
+    columns: int = 4,
+    class_names=None,
+):
     """Single-digit analysis: the digit, its top-3 predictions, and one overlay per method.
 
     Args:
@@ -111,13 +139,23 @@ def plot_digit_analysis(image, maps: dict, probabilities, label: int | None = No
     return fig
 
 
-def plot_method_grid(images, maps: dict, labels=None, predictions=None, normalize: bool = False,
-                     title: str = "", cell: float = 1.35, row_titles=None, class_names=None):
+def plot_method_grid(
+    images,
+    maps: dict,
+    labels=None,
+    predictions=None,
+    normalize: bool = False,
+    title: str = "",
+    cell: float = 1.35,
+    row_titles=None,
+    class_names=None,
+):
     """Rows of digits x columns of methods; each row marked correct (green) or wrong (red).
 
     Args:
       images: (N, 28, 28) in [0, 1]. maps: method -> (N, 28, 28).
-      labels, predictions: (N,) ints, optional. row_titles: (N,) strings shown above each row's label.
+      labels, predictions: (N,) ints, optional. row_titles: (N,) strings shown above each row's
+      label.
       class_names: the dataset's class names (default: the class numbers).
       normalize: min-max every map to [0, 1] and share one
         colour scale (the seed's GOOD vs BAD convention); otherwise each map keeps its own scale.
@@ -126,8 +164,9 @@ def plot_method_grid(images, maps: dict, labels=None, predictions=None, normaliz
     images = np.asarray(images).reshape(-1, 28, 28)
     n, names = len(images), list(maps)
     column_signed = {name: is_signed(maps[name]) for name in names}
-    fig, axes = plt.subplots(n, len(names) + 1, figsize=(cell * (len(names) + 1) + 0.6, cell * n + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        n, len(names) + 1, figsize=(cell * (len(names) + 1) + 0.6, cell * n + 0.8), squeeze=False
+    )
     for r in range(n):
         ax = axes[r, 0]
         ax.imshow(images[r], cmap="gray", vmin=0, vmax=1)
@@ -136,9 +175,12 @@ def plot_method_grid(images, maps: dict, labels=None, predictions=None, normaliz
         if labels is not None and predictions is not None:
             ok = int(labels[r]) == int(predictions[r])
             prefix = f"{row_titles[r]}\n" if row_titles is not None else ""
-            ax.set_ylabel(f"{prefix}{'✓' if ok else '✗'} true {name_of(labels[r])}\n"
-                          f"pred {name_of(predictions[r])}",
-                          color=OK_COLOUR if ok else WRONG_COLOUR, fontsize=8)
+            ax.set_ylabel(
+                f"{prefix}{'✓' if ok else '✗'} true {name_of(labels[r])}\n"
+                f"pred {name_of(predictions[r])}",
+                color=OK_COLOUR if ok else WRONG_COLOUR,
+                fontsize=8,
+            )
             for spine in ax.spines.values():
                 spine.set_edgecolor(OK_COLOUR if ok else WRONG_COLOUR)
                 spine.set_linewidth(2)
@@ -156,8 +198,13 @@ def plot_method_grid(images, maps: dict, labels=None, predictions=None, normaliz
                 axes[r, c + 1].set_title(name, fontsize=8, rotation=20)
     axes[0, 0].set_title("input", fontsize=8)
     if normalize:
-        fig.colorbar(plt.cm.ScalarMappable(cmap=UNSIGNED_CMAP), ax=axes, fraction=0.015, pad=0.01,
-                     label="min-max scaled attribution")
+        fig.colorbar(
+            plt.cm.ScalarMappable(cmap=UNSIGNED_CMAP),
+            ax=axes,
+            fraction=0.015,
+            pad=0.01,
+            label="min-max scaled attribution",
+        )
     fig.suptitle(title, y=1 + 0.5 / fig.get_figheight())  # above the rotated column titles
     return fig
 
@@ -172,11 +219,23 @@ def plot_confusion_matrix(confusion, title: str = "Confusion matrix (test set)",
     im = ax.imshow(off, cmap="Reds")
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="black" if i != j else "#555")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="black" if i != j else "#555",
+            )
     ticks = [_namer(class_names)(k) for k in range(cm.shape[0])]
-    ax.set(xlabel="predicted", ylabel="true", title=title, xticks=range(cm.shape[1]),
-           yticks=range(cm.shape[0]))
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+        xticks=range(cm.shape[1]),
+        yticks=range(cm.shape[0]),
+    )
     ax.set_xticklabels(ticks, rotation=45 if class_names is not None else 0, fontsize=7)
     ax.set_yticklabels(ticks, fontsize=7)
     fig.colorbar(im, ax=ax, label="errors (off-diagonal)")
@@ -184,12 +243,16 @@ def plot_confusion_matrix(confusion, title: str = "Confusion matrix (test set)",
     return fig
 
 
-def plot_image_grid(images, row_labels=None, col_labels=None, title: str = "", cell: float = 1.2,
-                    cmap: str = "gray"):
-    """(R, C, 28, 28) images in [0, 1] as a labelled grid (e.g. activation maximization per class)."""
+def plot_image_grid(
+    images, row_labels=None, col_labels=None, title: str = "", cell: float = 1.2, cmap: str = "gray"
+):
+    """(R, C, 28, 28) images in [0, 1] as a labelled grid (e.g. activation maximization per
+    class)."""
     images = np.asarray(images)
     rows, cols = images.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 0.5, cell * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cell * cols + 0.5, cell * rows + 0.6), squeeze=False
+    )
     for r in range(rows):
         for c in range(cols):
             ax = axes[r, c]
@@ -213,8 +276,10 @@ def save_figure(fig, path) -> None:
 
 # ---- generative models -------------------------------------------------------------------------
 
+
 def plot_metric_curves(epochs: list[dict], panels: dict, title: str = "Training"):
-    """One panel per entry of ``panels`` (panel title -> keys of the epoch records), metric vs epoch."""
+    """One panel per entry of ``panels`` (panel title -> keys of the epoch records), metric vs
+    epoch."""
     x = [e["epoch"] for e in epochs]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (name, keys) in zip(axes[0], panels.items()):
@@ -229,7 +294,9 @@ def plot_metric_curves(epochs: list[dict], panels: dict, title: str = "Training"
     return fig
 
 
-# ---- explanation leaderboard (mnistxai.pipelines.evaluate) ----------------------------------------------
+# ---- explanation leaderboard (mnistxai.pipelines.evaluate)
+# ----------------------------------------------
+
 
 def plot_perturbation_curves(curves: dict, title: str = "Perturbation curves"):
     """One panel per curve kind (e.g. "deletion", "insertion"): {kind: {method: (L+1,) mean curve}},
@@ -248,10 +315,14 @@ def plot_perturbation_curves(curves: dict, title: str = "Perturbation curves"):
     return fig
 
 
-def plot_randomization_cascade(stages, similarity: dict, title: str = "Model-parameter randomization"):
+def plot_randomization_cascade(
+    stages, similarity: dict, title: str = "Model-parameter randomization"
+):
     """Mean similarity to the trained model's maps as layers are randomized from the top:
     ``similarity`` = {measure: {method: (len(stages),) means}} (e.g. "spearman", "ssim")."""
-    fig, axes = plt.subplots(1, len(similarity), figsize=(5.2 * len(similarity), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(similarity), figsize=(5.2 * len(similarity), 3.8), squeeze=False
+    )
     x = np.arange(len(stages) + 1)
     for ax, (measure, by_method) in zip(axes[0], similarity.items()):
         for method, values in by_method.items():
@@ -284,7 +355,7 @@ def plot_metric_bars(table: dict, better: dict, title: str = "Leaderboard", colu
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
         ax.set_title(f"{metric} ({better.get(metric, '?')} is better)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(table):]:
+    for ax in list(axes.flat)[len(table) :]:
         ax.axis("off")
     fig.suptitle(title)
     fig.tight_layout()
@@ -293,18 +364,26 @@ def plot_metric_bars(table: dict, better: dict, title: str = "Leaderboard", colu
 
 # ---- synthesis: activation maximization and latent walks ---------------------------------------
 
-def plot_am_gallery(rows: dict, predictions: dict, probabilities: dict, title: str = "Activation maximization",
-                    class_names=None):
+
+def plot_am_gallery(
+    rows: dict,
+    predictions: dict,
+    probabilities: dict,
+    title: str = "Activation maximization",
+    class_names=None,
+):
     """One row per way of synthesizing (e.g. "pixels", "DGN-AM"), one column per class.
 
-    ``rows`` = {name: (10, 28, 28) images in [0, 1]}; ``predictions`` / ``probabilities`` = {name: (10,)}
+    ``rows`` = {name: (10, 28, 28) images in [0, 1]}; ``predictions`` / ``probabilities`` = {name:
+    (10,)}
     the CNN's class and its probability for each image. A red title marks an image the CNN does not
     assign to its column's class.
     """
     names = list(rows)
     classes = len(next(iter(rows.values())))
-    fig, axes = plt.subplots(len(names), classes, figsize=(1.25 * classes + 0.8, 1.45 * len(names) + 0.6),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), classes, figsize=(1.25 * classes + 0.8, 1.45 * len(names) + 0.6), squeeze=False
+    )
     for r, name in enumerate(names):
         for c in range(classes):
             ax = axes[r, c]
@@ -313,8 +392,11 @@ def plot_am_gallery(rows: dict, predictions: dict, probabilities: dict, title: s
             ax.set_yticks([])
             pred, prob = int(predictions[name][c]), float(probabilities[name][c])
             name_of = _namer(class_names)
-            ax.set_title(f"{name_of(c)}: CNN {name_of(pred)} ({prob:.2f})", fontsize=7,
-                         color="k" if pred == c else "tab:red")
+            ax.set_title(
+                f"{name_of(c)}: CNN {name_of(pred)} ({prob:.2f})",
+                fontsize=7,
+                color="k" if pred == c else "tab:red",
+            )
             if c == 0:
                 ax.set_ylabel(name, fontsize=9)
     fig.suptitle(title)
@@ -322,8 +404,17 @@ def plot_am_gallery(rows: dict, predictions: dict, probabilities: dict, title: s
     return fig
 
 
-def plot_latent_walks(images, probabilities, ts, t_flip, contrast, start_class, end_class, pair_titles,
-                      title: str = "Latent walks"):
+def plot_latent_walks(
+    images,
+    probabilities,
+    ts,
+    t_flip,
+    contrast,
+    start_class,
+    end_class,
+    pair_titles,
+    title: str = "Latent walks",
+):
     """Each row a walk between two digits: the decoded steps with the CNN's class and probability, a
     red line at the decision flip, the contrastive difference image across it, and the probabilities
     of the start and end classes along the path.
@@ -331,15 +422,17 @@ def plot_latent_walks(images, probabilities, ts, t_flip, contrast, start_class, 
     Args:
       images: (P, S, 28, 28) decoded steps in [0, 1]. probabilities: (P, S, 10) the CNN's.
       ts: (S,) the path positions. t_flip: (P,) the flip point (NaN where nothing flips).
-      contrast: (P, 28, 28) in [-1, 1]. start_class, end_class: (P,) classes whose probabilities are drawn.
+      contrast: (P, 28, 28) in [-1, 1]. start_class, end_class: (P,) classes whose probabilities are
+      drawn.
       pair_titles: P row labels.
     """
     images, probabilities, ts = np.asarray(images), np.asarray(probabilities), np.asarray(ts)
     pairs, steps = images.shape[:2]
     fig = plt.figure(figsize=(0.95 * steps + 4.6, 1.25 * pairs + 0.7))
     # an empty column keeps the probability panel's tick labels off the contrast image
-    grid = fig.add_gridspec(pairs, steps + 3, width_ratios=[1] * steps + [1.15, 0.45, 3.0], wspace=0.08,
-                            hspace=0.45)
+    grid = fig.add_gridspec(
+        pairs, steps + 3, width_ratios=[1] * steps + [1.15, 0.45, 3.0], wspace=0.08, hspace=0.45
+    )
     for p in range(pairs):
         predicted = probabilities[p].argmax(-1)
         row = []
@@ -349,12 +442,17 @@ def plot_latent_walks(images, probabilities, ts, t_flip, contrast, start_class, 
             ax.imshow(images[p, s].reshape(28, 28), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_title(f"{predicted[s]} ({probabilities[p, s].max():.2f})", fontsize=7,
-                         color="k" if predicted[s] == predicted[0] else "tab:red")
+            ax.set_title(
+                f"{predicted[s]} ({probabilities[p, s].max():.2f})",
+                fontsize=7,
+                color="k" if predicted[s] == predicted[0] else "tab:red",
+            )
             if s == 0:
                 ax.set_ylabel(pair_titles[p], fontsize=8)
         after = int(np.searchsorted(ts, t_flip[p], side="right")) if np.isfinite(t_flip[p]) else 0
-        if 0 < after < steps:  # a red bar between the last step before the flip and the first after it
+        if (
+            0 < after < steps
+        ):  # a red bar between the last step before the flip and the first after it
             left, right = row[after - 1].get_position(), row[after].get_position()
             x = (left.x1 + right.x0) / 2
             fig.add_artist(plt.Line2D([x, x], [left.y0, left.y1], color="tab:red", lw=2.5))

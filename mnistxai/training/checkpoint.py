@@ -1,4 +1,5 @@
-"""All orbax-checkpoint code of the project: atomic save, restore, ``load_classifier``, ``load_vae``, ``load_generator``.
+"""All orbax-checkpoint code of the project: atomic save, restore, ``load_classifier``,
+``load_vae``, ``load_generator``.
 
 A training work dir holds two checkpoint folders, each with one step kept::
 
@@ -37,17 +38,24 @@ class CheckpointError(InputError):
 
 
 def _manager(directory: Path, create: bool = True) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create, enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=create, enable_async_checkpointing=False
+    )
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
 
 
 def save(directory: str | Path, step: int, state: Any, config: dict, metrics: dict) -> None:
     """Atomically write ``state`` (a pytree of arrays), ``config`` and ``metrics`` as ``step``."""
     with _manager(Path(directory)) as manager:
-        manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            config=ocp.args.JsonSave(config),
-            metrics=ocp.args.JsonSave(metrics)), force=True)
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                config=ocp.args.JsonSave(config),
+                metrics=ocp.args.JsonSave(metrics),
+            ),
+            force=True,
+        )
         manager.wait_until_finished()
 
 
@@ -69,26 +77,37 @@ def restore(directory: str | Path, template: Any = None) -> tuple[Any, dict, dic
     step = latest_step(directory)
     if step is None:
         raise CheckpointError(f"no checkpoint in {directory}")
-    state_args = ocp.args.StandardRestore(template) if template is not None else ocp.args.StandardRestore()
+    state_args = (
+        ocp.args.StandardRestore(template) if template is not None else ocp.args.StandardRestore()
+    )
     try:
         with _manager(directory, create=False) as manager:
-            restored = manager.restore(step, args=ocp.args.Composite(
-                state=state_args, config=ocp.args.JsonRestore(), metrics=ocp.args.JsonRestore()))
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=state_args, config=ocp.args.JsonRestore(), metrics=ocp.args.JsonRestore()
+                ),
+            )
     except Exception as e:  # orbax raises many types for damaged files; report one readable line
-        raise CheckpointError(f"checkpoint {directory}/{step} is unreadable or incomplete: "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        raise CheckpointError(
+            f"checkpoint {directory}/{step} is unreadable or incomplete: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
     return restored["state"], restored["config"], restored["metrics"]
 
 
 def resolve_checkpoint_dir(path: str | Path, which: str = "best") -> Path:
-    """Accept a work dir (uses ``checkpoints/<which>``), a ``checkpoints`` folder, or a checkpoint folder."""
+    """Accept a work dir (uses ``checkpoints/<which>``), a ``checkpoints`` folder, or a checkpoint
+    folder."""
     path = Path(path)
     for candidate in (path / "checkpoints" / which, path / which, path):
         if latest_step(candidate) is not None:
             return candidate
     if not path.exists():
         raise CheckpointError(f"{path} does not exist")
-    raise CheckpointError(f"no checkpoint found in {path} (expected {path}/checkpoints/{which}/<step>)")
+    raise CheckpointError(
+        f"no checkpoint found in {path} (expected {path}/checkpoints/{which}/<step>)"
+    )
 
 
 def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
@@ -101,21 +120,29 @@ def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
     """
     state, config, _ = restore(resolve_checkpoint_dir(workdir, which))
     if config.get("model", "cnn") != "cnn":
-        raise CheckpointError(f"{workdir} holds a {config.get('model')!r} model, not the CNN classifier")
+        raise CheckpointError(
+            f"{workdir} holds a {config.get('model')!r} model, not the CNN classifier"
+        )
     model = CNN(**config.get("model_kwargs", {}))
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     dataset = config.get("train", {}).get("dataset", "mnist")
     # Through NumPy: fresh, uncommitted arrays like a newly initialized model's, so that jitted XAI
     # functions compiled for one classifier are reused for this one instead of recompiling.
-    return Classifier(jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a)), variables),
-                      model, dataset)
+    return Classifier(
+        jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a)), variables),
+        model,
+        dataset,
+    )
 
 
 def _load_model(workdir: str | Path, which: str, kind: str) -> tuple[dict, dict]:
-    """(state as nested dicts of fresh arrays, saved config) of a ``kind`` run, or CheckpointError."""
+    """(state as nested dicts of fresh arrays, saved config) of a ``kind`` run, or
+    CheckpointError."""
     state, config, _ = restore(resolve_checkpoint_dir(workdir, which))
     if config.get("model", "cnn") != kind:
-        raise CheckpointError(f"{workdir} holds a {config.get('model', 'cnn')!r} model, not a {kind!r}")
+        raise CheckpointError(
+            f"{workdir} holds a {config.get('model', 'cnn')!r} model, not a {kind!r}"
+        )
     return jax.tree_util.tree_map(lambda a: jax.numpy.asarray(np.asarray(a)), state), config
 
 
@@ -131,15 +158,20 @@ def load_vae(workdir: str | Path, which: str = "best") -> VAEModel:
 
 
 def load_generator(workdir: str | Path, which: str = "best") -> GeneratorModel:
-    """The trained generator of a ``train_mnist.py --model generator`` work dir as a ``GeneratorModel``.
+    """The trained generator of a ``train_mnist.py --model generator`` work dir as a
+    ``GeneratorModel``.
 
     Args:
       workdir: the run's work dir (or a checkpoint folder inside it).
-      which: ``"best"`` (lowest Frechet distance when scored during training, else latest) or ``"latest"``.
+      which: ``"best"`` (lowest Frechet distance when scored during training, else latest) or
+      ``"latest"``.
 
     The generator's weights are the moving average ``g_ema`` that training sampled and scored.
     """
     state, config = _load_model(workdir, which, "generator")
     prior = state.get("prior")  # absent from runs made before priors were saved: N(0, I)
-    return GeneratorModel(state["g_ema"], Generator(**config.get("model_kwargs", {})),
-                          None if prior is None else GaussianMixture(**prior))
+    return GeneratorModel(
+        state["g_ema"],
+        Generator(**config.get("model_kwargs", {})),
+        None if prior is None else GaussianMixture(**prior),
+    )

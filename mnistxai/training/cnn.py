@@ -74,7 +74,9 @@ class TrainConfig:
         if not 0 <= self.augment_shift <= 8:
             raise InputError(f"augment_shift must be in 0..8 pixels, got {self.augment_shift}")
         if self.freeze_backbone and not self.init_from:
-            raise InputError("freeze_backbone needs init_from: a frozen random backbone explains nothing")
+            raise InputError(
+                "freeze_backbone needs init_from: a frozen random backbone explains nothing"
+            )
         return self
 
 
@@ -93,18 +95,24 @@ def _is_head(path) -> bool:
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     schedule = optax.cosine_onecycle_schedule(
-        transition_steps=config.epochs * steps_per_epoch, peak_value=config.lr,
-        pct_start=config.warmup, div_factor=25.0, final_div_factor=1e3)
+        transition_steps=config.epochs * steps_per_epoch,
+        peak_value=config.lr,
+        pct_start=config.warmup,
+        div_factor=25.0,
+        final_div_factor=1e3,
+    )
     tx = optax.adamw(schedule, weight_decay=config.weight_decay)
     if config.freeze_backbone:
         labels = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
-            lambda path, _: "train" if _is_head(path) else "frozen", params)
+            lambda path, _: "train" if _is_head(path) else "frozen", params
+        )
         tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
     return tx
 
 
 def random_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
-    """Translate each image of (B, H, W, C) by its own random (dy, dx) in [-max_shift, max_shift], zero fill."""
+    """Translate each image of (B, H, W, C) by its own random (dy, dx) in [-max_shift, max_shift],
+    zero fill."""
     b, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
     offsets = jax.random.randint(key, (b, 2), 0, 2 * max_shift + 1)
@@ -113,13 +121,17 @@ def random_shift(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
 
 
 def _loss(logits, labels, num_classes: int, smoothing: float):
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing) if smoothing else \
-        jax.nn.one_hot(labels, num_classes)
+    targets = (
+        optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
+        if smoothing
+        else jax.nn.one_hot(labels, num_classes)
+    )
     return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainConfig) -> Callable:
-    """The jitted, state-donating step: (state, uint8 images (B,28,28), int32 labels) -> (state, metrics).
+    """The jitted, state-donating step: (state, uint8 images (B,28,28), int32 labels) -> (state,
+    metrics).
 
     ``metrics`` are sums over the batch: ``loss`` (cross-entropy) and ``accuracy`` (correct count).
     """
@@ -128,8 +140,12 @@ def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainC
         variables = {"params": params, "batch_stats": batch_stats}
         rngs = {"dropout": dropout_key}
         if config.freeze_backbone:  # BatchNorm statistics stay frozen with the convolutions
-            a = jax.lax.stop_gradient(model.apply(variables, x, "conv6", False, method=CNN.forward_to))
-            return model.apply(variables, a, "conv6", True, method=CNN.forward_from, rngs=rngs), batch_stats
+            a = jax.lax.stop_gradient(
+                model.apply(variables, x, "conv6", False, method=CNN.forward_to)
+            )
+            return model.apply(
+                variables, a, "conv6", True, method=CNN.forward_from, rngs=rngs
+            ), batch_stats
         logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
         return logits, updates["batch_stats"]
 
@@ -142,12 +158,21 @@ def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainC
 
         def loss_fn(params):
             logits, batch_stats = forward(params, state.batch_stats, x, dropout_key)
-            return _loss(logits, labels, model.num_classes, config.label_smoothing), (logits, batch_stats)
+            return _loss(logits, labels, model.num_classes, config.label_smoothing), (
+                logits,
+                batch_stats,
+            )
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
+        state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=batch_stats,
+            opt_state=opt_state,
+        )
         correct = jnp.sum(jnp.argmax(logits, -1) == labels)
         return state, {"loss": loss * labels.shape[0], "accuracy": correct}  # sums over the batch
 
@@ -170,9 +195,14 @@ def evaluate(eval_step, variables, images: np.ndarray, labels: np.ndarray, batch
     """Mean loss and accuracy over all of ``images`` (the last batch may be smaller)."""
     totals = {"loss": 0.0, "correct": 0}
     for start in range(0, len(images), batch_size):
-        m = eval_step(variables, images[start:start + batch_size], labels[start:start + batch_size])
+        m = eval_step(
+            variables, images[start : start + batch_size], labels[start : start + batch_size]
+        )
         totals = {k: totals[k] + m[k] for k in totals}
-    return {"loss": float(totals["loss"]) / len(images), "accuracy": float(totals["correct"]) / len(images)}
+    return {
+        "loss": float(totals["loss"]) / len(images),
+        "accuracy": float(totals["correct"]) / len(images),
+    }
 
 
 def create_state(config: TrainConfig, model: CNN, tx: optax.GradientTransformation) -> TrainState:
@@ -182,15 +212,23 @@ def create_state(config: TrainConfig, model: CNN, tx: optax.GradientTransformati
         donor = checkpoint.load_classifier(config.init_from).variables
         keep_fresh = lambda path, fresh, old: fresh if _is_head(path) else old  # noqa: E731
         variables = {
-            "params": jax.tree_util.tree_map_with_path(keep_fresh, variables["params"], donor["params"]),
-            "batch_stats": donor["batch_stats"]}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
-                      batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]),
-                      key=jax.random.key_data(train_key))
+            "params": jax.tree_util.tree_map_with_path(
+                keep_fresh, variables["params"], donor["params"]
+            ),
+            "batch_stats": donor["batch_stats"],
+        }
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        opt_state=tx.init(variables["params"]),
+        key=jax.random.key_data(train_key),
+    )
 
 
 def build_cnn(config: TrainConfig, steps_per_epoch: int, test: tuple) -> "Task":
-    """The CNN's part of the training loop: state, steps, test evaluation (best = highest accuracy)."""
+    """The CNN's part of the training loop: state, steps, test evaluation (best = highest
+    accuracy)."""
     test_images, test_labels = test
     model = CNN()
     tx = make_optimizer(config, steps_per_epoch)
@@ -198,21 +236,38 @@ def build_cnn(config: TrainConfig, steps_per_epoch: int, test: tuple) -> "Task":
     eval_step = make_eval_step(model)
 
     def evaluate_state(s: TrainState) -> dict:
-        test = evaluate(eval_step, {"params": s.params, "batch_stats": s.batch_stats}, test_images, test_labels,
-                        config.eval_batch_size)
+        test = evaluate(
+            eval_step,
+            {"params": s.params, "batch_stats": s.batch_stats},
+            test_images,
+            test_labels,
+            config.eval_batch_size,
+        )
         return {"test_loss": test["loss"], "test_accuracy": test["accuracy"]}
 
     return Task(
-        state=state, train_step=make_train_step(model, tx, config), evaluate=evaluate_state,
-        score=lambda m: m["test_accuracy"], model_kwargs={},
+        state=state,
+        train_step=make_train_step(model, tx, config),
+        evaluate=evaluate_state,
+        score=lambda m: m["test_accuracy"],
+        model_kwargs={},
         summary=f"CNN with {count_params(state.params):,} parameters",
-        describe=lambda m: f"test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}",
-        bar_keys=("loss", "accuracy"))
+        describe=lambda m: (
+            f"test accuracy {m['test_accuracy']:.4f}, test loss {m['test_loss']:.4f}"
+        ),
+        bar_keys=("loss", "accuracy"),
+    )
 
 
-def train_and_evaluate(config: TrainConfig, workdir: str | Path, resume: bool = False,
-                       max_steps: int | None = None, progress: bool = True) -> dict:
-    """Train, evaluate every epoch, checkpoint, and write ``history.json`` and ``training_curves.png``.
+def train_and_evaluate(
+    config: TrainConfig,
+    workdir: str | Path,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train, evaluate every epoch, checkpoint, and write ``history.json`` and
+    ``training_curves.png``.
 
     Args:
       config: the training settings (validated here).
@@ -226,5 +281,3 @@ def train_and_evaluate(config: TrainConfig, workdir: str | Path, resume: bool = 
       The history: a dict with ``epochs``, a list of per-epoch metrics.
     """
     return fit("cnn", config, build_cnn, workdir, resume, max_steps, progress)
-
-

@@ -32,8 +32,14 @@ def validate_common(config) -> None:
     limit_train, limit_test, lr`` (``TrainConfig`` and the generative models' configs).
     """
     if config.dataset not in data.DATASETS:
-        raise InputError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(data.DATASETS)}")
-    positive = {"epochs": config.epochs, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+        raise InputError(
+            f"unknown dataset {config.dataset!r}; choose one of {', '.join(data.DATASETS)}"
+        )
+    positive = {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "eval_batch_size": config.eval_batch_size,
+    }
     for name, value in positive.items():
         if value < 1:
             raise InputError(f"{name} must be >= 1, got {value}")
@@ -46,13 +52,15 @@ def validate_common(config) -> None:
 
 
 def epoch_permutation(config, epoch: int, n: int) -> np.ndarray:
-    """The order of training images in ``epoch``: a pure function of (seed, epoch), so resume repeats it."""
+    """The order of training images in ``epoch``: a pure function of (seed, epoch), so resume
+    repeats it."""
     key = jax.random.fold_in(streams.key(config.seed, "epoch_order"), epoch)
     return np.asarray(jax.random.permutation(key, n))
 
 
 class TrainingInterrupted(Exception):
-    """Raised after a checkpoint was saved because training stopped early (Ctrl-C or ``max_steps``)."""
+    """Raised after a checkpoint was saved because training stopped early (Ctrl-C or
+    ``max_steps``)."""
 
 
 def load_split(config, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +75,8 @@ class Task:
 
     Attributes:
       state: the initial train state (a pytree of arrays with ``step``; also the restore template).
-      train_step: jitted ``(state, uint8 images (B,28,28), int32 labels (B,)) -> (state, metrics)``, the
+      train_step: jitted ``(state, uint8 images (B,28,28), int32 labels (B,)) -> (state, metrics)``,
+      the
         metrics summed over the batch (the epoch record holds ``train_<name>`` = sum / images).
       evaluate: ``state -> dict`` of test metrics for the epoch record.
       score: ``epoch record -> float``; the ``best`` checkpoint keeps the highest.
@@ -91,9 +100,17 @@ class Task:
     write_figures: Callable[[Path, Any], None] | None = None
 
 
-def fit(model_name: str, config, build: Callable[[Any, int, tuple], Task], workdir: str | Path,
-        resume: bool = False, max_steps: int | None = None, progress: bool = True) -> dict:
-    """The epoch loop every model trains with: progress bar, per-epoch evaluation, checkpoints, resume.
+def fit(
+    model_name: str,
+    config,
+    build: Callable[[Any, int, tuple], Task],
+    workdir: str | Path,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """The epoch loop every model trains with: progress bar, per-epoch evaluation, checkpoints,
+    resume.
 
     Args:
       model_name: ``"cnn"``, ``"vae"`` or ``"generator"``, saved in the checkpoint's config.
@@ -112,11 +129,15 @@ def fit(model_name: str, config, build: Callable[[Any, int, tuple], Task], workd
             raise checkpoint.CheckpointError(f"--resume: no checkpoint in {latest_dir}")
         _, saved, meta = checkpoint.restore(latest_dir)
         if saved.get("model", "cnn") != model_name:
-            raise checkpoint.CheckpointError(f"{workdir} holds a {saved.get('model')!r} run, not {model_name!r}")
+            raise checkpoint.CheckpointError(
+                f"{workdir} holds a {saved.get('model')!r} run, not {model_name!r}"
+            )
         config, history = type(config)(**saved["train"]), meta["history"]
     elif checkpoint.latest_step(latest_dir) is not None:
-        raise InputError(f"{workdir} already holds a training run; pass --resume to continue it "
-                         "or choose another --workdir")
+        raise InputError(
+            f"{workdir} already holds a training run; pass --resume to continue it "
+            "or choose another --workdir"
+        )
     config.validate()
 
     train_images, train_labels = load_split(config, "train")
@@ -127,44 +148,69 @@ def fit(model_name: str, config, build: Callable[[Any, int, tuple], Task], workd
     state = task.state
     if resume:
         state = checkpoint.restore(latest_dir, template=state)[0]
-    saved_config = {"model": model_name, "model_kwargs": task.model_kwargs, "train": dataclasses.asdict(config)}
+    saved_config = {
+        "model": model_name,
+        "model_kwargs": task.model_kwargs,
+        "train": dataclasses.asdict(config),
+    }
     best_score = max((task.score(e) for e in history["epochs"]), default=-np.inf)
 
     def save(directory, metrics):
-        checkpoint.save(directory, int(state.step), state, saved_config, {**metrics, "history": history})
+        checkpoint.save(
+            directory, int(state.step), state, saved_config, {**metrics, "history": history}
+        )
 
     if progress:
         print(f"JAX {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
-        print(f"{task.summary}; {len(train_images):,} train / {len(test[0]):,} test images of {config.dataset}; "
-              f"{steps_per_epoch} steps/epoch")
+        print(
+            f"{task.summary}; {len(train_images):,} train / {len(test[0]):,} test images of "
+            f"{config.dataset}; "
+            f"{steps_per_epoch} steps/epoch"
+        )
     step = int(state.step)
     try:
         for epoch in range(step // steps_per_epoch, config.epochs):
             order = epoch_permutation(config, epoch, len(train_images))
             totals, seen, start = {}, 0, time.perf_counter()
-            bar = tqdm(range(step - epoch * steps_per_epoch, steps_per_epoch), disable=not progress,
-                       desc=f"epoch {epoch + 1}/{config.epochs}", leave=True, dynamic_ncols=True)
+            bar = tqdm(
+                range(step - epoch * steps_per_epoch, steps_per_epoch),
+                disable=not progress,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                leave=True,
+                dynamic_ncols=True,
+            )
             for i in bar:
                 if max_steps is not None and step >= max_steps:
                     raise KeyboardInterrupt
-                idx = order[i * batch_size:(i + 1) * batch_size]
-                state, m = train_step_and_sum(task.train_step, state, train_images[idx], train_labels[idx], totals)
+                idx = order[i * batch_size : (i + 1) * batch_size]
+                state, m = train_step_and_sum(
+                    task.train_step, state, train_images[idx], train_labels[idx], totals
+                )
                 seen += len(idx)
                 step += 1
                 if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix({k: f"{float(totals[k]) / seen:.4f}" for k in task.bar_keys},
-                                    img_s=f"{seen / (time.perf_counter() - start):.0f}")
+                    bar.set_postfix(
+                        {k: f"{float(totals[k]) / seen:.4f}" for k in task.bar_keys},
+                        img_s=f"{seen / (time.perf_counter() - start):.0f}",
+                    )
             train_seconds = time.perf_counter() - start
-            metrics = {"epoch": epoch + 1, "step": step,
-                       **{f"train_{k}": float(v) / max(seen, 1) for k, v in totals.items()},
-                       **task.evaluate(state)}
+            metrics = {
+                "epoch": epoch + 1,
+                "step": step,
+                **{f"train_{k}": float(v) / max(seen, 1) for k, v in totals.items()},
+                **task.evaluate(state),
+            }
             metrics["epoch_seconds"] = time.perf_counter() - start
             metrics["images_per_second"] = seen / max(train_seconds, 1e-9)
             metrics["wall_seconds"] = metrics["epoch_seconds"] + (
-                history["epochs"][-1]["wall_seconds"] if history["epochs"] else 0.0)
+                history["epochs"][-1]["wall_seconds"] if history["epochs"] else 0.0
+            )
             history["epochs"].append(metrics)
             if progress:
-                print(f"epoch {epoch + 1}: {task.describe(metrics)}, {metrics['images_per_second']:.0f} img/s")
+                print(
+                    f"epoch {epoch + 1}: {task.describe(metrics)}, "
+                    f"{metrics['images_per_second']:.0f} img/s"
+                )
             save(latest_dir, metrics)
             if task.score(metrics) > best_score:
                 best_score = task.score(metrics)
@@ -199,4 +245,5 @@ def write_outputs(workdir: Path, history: dict, plot: Callable | None = None) ->
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, workdir / "training_curves.png")
     import matplotlib.pyplot as plt
+
     plt.close(fig)

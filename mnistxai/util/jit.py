@@ -8,7 +8,8 @@ CPU, saliency rose from 788 to ~1,300 images/s and the train step from 461 to 58
 DebugOptions that only the CPU compiler reads (not verified on a GPU: none was available). It is
 passed per compiled function rather than through ``XLA_FLAGS``, so it holds whatever JAX did before
 this package was imported and reaches no other code. JAX accepts it on top-level jits only: use
-``jit`` for entry points (train steps, ``explain``), plain ``jax.jit`` for helpers called inside them.
+``jit`` for entry points (train steps, ``explain``), plain ``jax.jit`` for helpers called inside
+them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE
 
 
 def jit(fun=None, **kwargs):
-    """``jax.jit(fun, **kwargs)`` with ``COMPILER_OPTIONS``; ``partial(jit, ...)`` and ``@jit`` work."""
+    """``jax.jit(fun, **kwargs)`` with ``COMPILER_OPTIONS``; ``partial(jit, ...)`` and ``@jit``
+    work."""
     if fun is None:
         return functools.partial(jit, **kwargs)
     return jax.jit(fun, compiler_options=COMPILER_OPTIONS, **kwargs)

@@ -17,21 +17,56 @@ from mnistxai.xai.compat import GradCAM, SaliencyMap
 from mnistxai.xai.methods.guided_backprop import guided_relu
 from mnistxai.xai.methods.lrp import Layer, classifier_layers
 from mnistxai.xai.methods.smoothgrad import noise_tunnel
-from mnistxai.xai.postprocess import (clip_percentile, magnitude, normalize, normalize_signed,
-                                      overlay)
+from mnistxai.xai.postprocess import (
+    clip_percentile,
+    magnitude,
+    normalize,
+    normalize_signed,
+    overlay,
+)
 from mnistxai.xai.registry import METHODS, Method
-from mnistxai.xai.synthesis.activation_max import (AMResult, NO_REGULARIZERS, Regularizers,
-                                                   maximize, success_rate)
+from mnistxai.xai.synthesis.activation_max import (
+    AMResult,
+    NO_REGULARIZERS,
+    Regularizers,
+    maximize,
+    success_rate,
+)
 from mnistxai.xai.synthesis.counterfactual import Counterfactual, pgd, smallest_budget
 from mnistxai.xai.synthesis.latent_walk import Walk, confused_pairs, interpolate, walk
 
 __all__ = [
-    "AMResult", "Counterfactual", "METHODS", "Explanation", "GradCAM", "Layer", "Method",
-    "NO_REGULARIZERS", "Regularizers", "SaliencyMap", "Walk", "classifier_layers",
-    "clip_percentile", "confused_pairs", "explain", "explain_noise_tunnel", "explain_together",
-    "guided_relu", "interpolate", "magnitude", "maximize", "noise_tunnel", "normalize",
-    "normalize_signed", "overlay", "parse_methods", "pgd", "smallest_budget", "success_rate",
-    "walk", *METHODS,
+    "AMResult",
+    "Counterfactual",
+    "METHODS",
+    "Explanation",
+    "GradCAM",
+    "Layer",
+    "Method",
+    "NO_REGULARIZERS",
+    "Regularizers",
+    "SaliencyMap",
+    "Walk",
+    "classifier_layers",
+    "clip_percentile",
+    "confused_pairs",
+    "explain",
+    "explain_noise_tunnel",
+    "explain_together",
+    "guided_relu",
+    "interpolate",
+    "magnitude",
+    "maximize",
+    "noise_tunnel",
+    "normalize",
+    "normalize_signed",
+    "overlay",
+    "parse_methods",
+    "pgd",
+    "smallest_budget",
+    "success_rate",
+    "walk",
+    *METHODS,
 ]
 
 

@@ -25,7 +25,8 @@ class Explanation:
     """What every method returns.
 
     Attributes:
-      attributions: (B, H, W) in the dtype of x (float32 from ``explain``), one map per example (the channel axis reduced as the
+      attributions: (B, H, W) in the dtype of x (float32 from ``explain``), one map per example (the
+      channel axis reduced as the
         method documents; MNIST has one channel, so it is just squeezed).
       targets: int32 (B,), the class explained for each example.
       extras: method-specific arrays with a leading batch axis (e.g. IG's ``convergence_delta``).
@@ -37,7 +38,8 @@ class Explanation:
 
 
 def reduce_channels(a: jax.Array, signed: bool) -> jax.Array:
-    """(..., H, W, C) -> (..., H, W): sum of signed maps, max |.| of unsigned ones (Simonyan 2014)."""
+    """(..., H, W, C) -> (..., H, W): sum of signed maps, max |.| of unsigned ones (Simonyan
+    2014)."""
     return a.sum(-1) if signed else jnp.abs(a).max(-1)
 
 
@@ -81,8 +83,14 @@ def plan(n_examples: int, chunk_size: int) -> tuple[int, int]:
     return per_pass, max(1, chunk_size // per_pass)
 
 
-def over_examples(one: Callable, x: jax.Array, targets: Optional[jax.Array],
-                  key: Optional[jax.Array] = None, *, chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+def over_examples(
+    one: Callable,
+    x: jax.Array,
+    targets: Optional[jax.Array],
+    key: Optional[jax.Array] = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """Map ``one(x_i, t_i, key_i) -> (map, target, extras)`` over the batch.
 
     vmap when the batch fits in ``chunk_size``, else ``lax.map`` over chunks of it. Example i gets
@@ -118,12 +126,18 @@ def over_groups(fn: Callable, args, group: int):
     full, rem = divmod(n, g)
     parts = []
     if full:
-        head = jax.tree_util.tree_map(lambda a: a[:full * g].reshape((full, g) + a.shape[1:]), args)
+        head = jax.tree_util.tree_map(
+            lambda a: a[: full * g].reshape((full, g) + a.shape[1:]), args
+        )
         out = jax.lax.map(fn, head)
         parts.append(jax.tree_util.tree_map(lambda o: o.reshape((full * g,) + o.shape[2:]), out))
     if rem:
-        parts.append(fn(jax.tree_util.tree_map(lambda a: a[full * g:], args)))
-    return parts[0] if len(parts) == 1 else jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
+        parts.append(fn(jax.tree_util.tree_map(lambda a: a[full * g :], args)))
+    return (
+        parts[0]
+        if len(parts) == 1
+        else jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
+    )
 
 
 def _tree_add(a, b):
@@ -143,10 +157,12 @@ def sample_sum(fn: Callable[[jax.Array], Any], num: int, per_pass: int):
     if full == 1:
         total = fn(jnp.arange(k))
     elif full > 1:
-        init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
-                                      jax.eval_shape(fn, jnp.arange(k)))
-        total, _ = jax.lax.scan(lambda acc, i: (_tree_add(acc, fn(i * k + jnp.arange(k))), None),
-                                init, jnp.arange(full))
+        init = jax.tree_util.tree_map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, jnp.arange(k))
+        )
+        total, _ = jax.lax.scan(
+            lambda acc, i: (_tree_add(acc, fn(i * k + jnp.arange(k))), None), init, jnp.arange(full)
+        )
     if rem:
         last = fn(full * k + jnp.arange(rem))
         total = last if total is None else _tree_add(total, last)
@@ -154,7 +170,8 @@ def sample_sum(fn: Callable[[jax.Array], Any], num: int, per_pass: int):
 
 
 def chunked_map(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -> jax.Array:
-    """``fn(idx)`` -> (k, ...) evaluated for indices 0..num-1, ``per_pass`` at a time; (num, ...)."""
+    """``fn(idx)`` -> (k, ...) evaluated for indices 0..num-1, ``per_pass`` at a time; (num,
+    ...)."""
     k = max(1, min(per_pass, num))
     full, rem = divmod(num, k)
     parts = []
@@ -166,8 +183,9 @@ def chunked_map(fn: Callable[[jax.Array], jax.Array], num: int, per_pass: int) -
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
-def over_active(fn: Callable[[jax.Array], jax.Array], active: jax.Array,
-                per_pass: int) -> jax.Array:
+def over_active(
+    fn: Callable[[jax.Array], jax.Array], active: jax.Array, per_pass: int
+) -> jax.Array:
     """``fn(idx)`` -> (k,) values at the flat indices ``idx`` where the bool (P,) ``active`` holds;
     returns (P,) values (``fn``'s dtype) with those and 0 elsewhere.
 
@@ -194,7 +212,9 @@ def over_active(fn: Callable[[jax.Array], jax.Array], active: jax.Array,
             idx = jax.lax.dynamic_slice(order, (start,), (size,))
             keep = start + jnp.arange(size) < total
             return out.at[idx].add(jnp.where(keep, fn(idx), 0).astype(dtype))
+
         return body
+
     full = total // k
     out = jax.lax.fori_loop(0, full, passes(k, 0), jnp.zeros(p, dtype))
     return jax.lax.fori_loop(0, (total - full * k + tail - 1) // tail, passes(tail, full * k), out)
@@ -214,8 +234,10 @@ def minmax(maps: jax.Array, axes=(-2, -1)) -> jax.Array:
 
 def blur(x: jax.Array, sigma: float) -> jax.Array:
     """Gaussian blur of (..., H, W, C) images, renormalised at the border (no dark frame)."""
+
     def matrix(n):
         d = np.arange(n)[:, None] - np.arange(n)[None, :]
         m = np.exp(-0.5 * (d / sigma) ** 2)
         return jnp.asarray(m / m.sum(1, keepdims=True), x.dtype)
+
     return jnp.einsum("ij,...jkc,lk->...ilc", matrix(x.shape[-3]), x, matrix(x.shape[-2]))

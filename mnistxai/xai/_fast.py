@@ -51,7 +51,7 @@ def conv_one_channel(x: jax.Array, w: jax.Array) -> jax.Array:
     below its usual speed."""
     h, wd = x.shape[1:3]
     p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return sum(p[:, i:i + h, j:j + wd] * w[i, j, 0] for i in range(3) for j in range(3))
+    return sum(p[:, i : i + h, j : j + wd] * w[i, j, 0] for i in range(3) for j in range(3))
 
 
 def _conv1_fwd(x, w):
@@ -59,12 +59,12 @@ def _conv1_fwd(x, w):
 
 
 def _conv1_bwd(w, g):
-    cols = g @ w.reshape(9, -1).T                        # (B, H, W, 9): d patch / d output
+    cols = g @ w.reshape(9, -1).T  # (B, H, W, 9): d patch / d output
     h, wd = g.shape[1:3]
     out = jnp.zeros((g.shape[0], h + 2, wd + 2), g.dtype)
-    for n in range(9):                                   # scatter each tap back (col2im)
+    for n in range(9):  # scatter each tap back (col2im)
         i, j = divmod(n, 3)
-        out = out.at[:, i:i + h, j:j + wd].add(cols[..., n])
+        out = out.at[:, i : i + h, j : j + wd].add(cols[..., n])
     return out[:, 1:-1, 1:-1, None], jnp.zeros_like(w)
 
 
@@ -103,7 +103,7 @@ def _pool_fwd(x):
 def _pool_bwd(res, g):
     x, y = res
     tied = _windows(x) == y[:, :, None, :, None, :]
-    share = g / tied.sum((2, 4)).astype(g.dtype)          # >= 1 element attains each maximum
+    share = g / tied.sum((2, 4)).astype(g.dtype)  # >= 1 element attains each maximum
     return (jnp.where(tied, share[:, :, None, :, None, :], 0).reshape(x.shape).astype(g.dtype),)
 
 
@@ -120,11 +120,13 @@ def _conv_step(layer):
 
 def _steps(activation):
     """layer kind -> (folded layer -> its function of x)."""
-    return {"conv": _conv_step,
-            "dense": lambda layer: (lambda x: x @ layer.kernel + layer.bias),
-            "relu": lambda layer: activation,
-            "maxpool": lambda layer: pool,
-            "gap": lambda layer: (lambda x: x.mean((1, 2)))}
+    return {
+        "conv": _conv_step,
+        "dense": lambda layer: lambda x: x @ layer.kernel + layer.bias,
+        "relu": lambda layer: activation,
+        "maxpool": lambda layer: pool,
+        "gap": lambda layer: lambda x: x.mean((1, 2)),
+    }
 
 
 def fast_logits(classifier):
@@ -144,4 +146,5 @@ def fast_logits(classifier):
         for fn in fns:
             x = fn(x)
         return x
+
     return logits_fn

@@ -36,12 +36,14 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
         raise InputError(f"{name} could not be converted to an array: {e}") from None
     if a.dtype == np.uint8:
         a = a.astype(np.float32) / 255.0
-    elif a.dtype == bool or not (np.issubdtype(a.dtype, np.floating)
-                                 or np.issubdtype(a.dtype, np.integer)):
+    elif a.dtype == bool or not (
+        np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+    ):
         raise InputError(f"{name} must be uint8 (0-255) or float in [0, 1], got dtype {a.dtype}")
     elif np.issubdtype(a.dtype, np.integer):
-        raise InputError(f"{name} of integer dtype {a.dtype} is ambiguous: pass uint8 0-255 "
-                         f"or float in [0, 1]")
+        raise InputError(
+            f"{name} of integer dtype {a.dtype} is ambiguous: pass uint8 0-255 or float in [0, 1]"
+        )
     a = a.astype(compute_dtype(a))
     shape = a.shape
     if a.ndim == 4 and a.shape[-1] == 1:
@@ -51,15 +53,19 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
     elif a.ndim == 2:
         a = a[None]
     if a.ndim != 3 or a.shape[1:] != IMAGE_SIZE:
-        raise InputError(f"{name} must have shape (28, 28), (28, 28, 1), (B, 28, 28) or "
-                         f"(B, 28, 28, 1); got {shape}")
+        raise InputError(
+            f"{name} must have shape (28, 28), (28, 28, 1), (B, 28, 28) or "
+            f"(B, 28, 28, 1); got {shape}"
+        )
     if a.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
     if not np.isfinite(a).all():
         raise InputError(f"{name} contains NaN or inf")
     if a.min() < 0.0 or a.max() > 1.0:
-        raise InputError(f"float {name} must lie in [0, 1] (got [{a.min():.3g}, {a.max():.3g}]); "
-                         f"scale them, or pass uint8 0-255")
+        raise InputError(
+            f"float {name} must lie in [0, 1] (got [{a.min():.3g}, {a.max():.3g}]); "
+            f"scale them, or pass uint8 0-255"
+        )
     return a[..., None]
 
 
@@ -90,11 +96,14 @@ def as_key(key: Any, method: str, needed: bool):
             return key
         if key.dtype == np.uint32 and key.shape == (2,):  # legacy jax.random.PRNGKey
             return jax.random.wrap_key_data(key)
-    raise InputError(f"key must be a single jax.random.key(...), got {type(key).__name__} "
-                     f"{getattr(key, 'shape', '')}")
+    raise InputError(
+        f"key must be a single jax.random.key(...), got {type(key).__name__} "
+        f"{getattr(key, 'shape', '')}"
+    )
 
 
 # ---- option checkers: each takes (name, value) and returns the normalised, hashable value ----
+
 
 def positive_int(lo: int = 1, hi: Optional[int] = None):
     def check(name, v):
@@ -104,6 +113,7 @@ def positive_int(lo: int = 1, hi: Optional[int] = None):
             bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
             raise InputError(f"{name} must be {bound}, got {v}")
         return int(v)
+
     return check
 
 
@@ -114,6 +124,7 @@ def real(lo: float = -np.inf, hi: float = np.inf, open_lo: bool = False):
         if v < lo or v > hi or (open_lo and v == lo):
             raise InputError(f"{name} must be in {'(' if open_lo else '['}{lo}, {hi}], got {v}")
         return float(v)
+
     return check
 
 
@@ -128,16 +139,19 @@ def choice(values: Sequence[str]):
         if not isinstance(v, str) or v not in values:
             raise InputError(f"unknown {name} {v!r}; choose one of {', '.join(values)}")
         return v
+
     return check
 
 
 def int_pair(hi: int):
     """An int or a pair of ints in [1, hi], returned as a pair (e.g. occlusion's window)."""
+
     def check(name, v):
         pair = (v, v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InputError(f"{name} must be an int or a pair of ints, got {v!r}")
         return tuple(positive_int(1, hi)(name, p) for p in pair)
+
     return check
 
 

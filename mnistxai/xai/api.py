@@ -22,14 +22,16 @@ from mnistxai.xai.registry import METHODS, Method
 
 def _run_method(classifier, x, targets, key, arrays, *, method, static):
     # everything computes in the images' dtype (float64 when checking to 1e-10)
-    return METHODS[method].call(classifier.astype(x.dtype), x, targets, key,
-                                {**dict(static), **arrays})
+    return METHODS[method].call(
+        classifier.astype(x.dtype), x, targets, key, {**dict(static), **arrays}
+    )
 
 
 def _run_group(classifier, x, targets, key, arrays, *, members, static):
     spec = METHODS[members[0]]
-    fns, opts = registry.MODELS[spec.model].build(classifier.astype(x.dtype),
-                                                  {**dict(static), **arrays})
+    fns, opts = registry.MODELS[spec.model].build(
+        classifier.astype(x.dtype), {**dict(static), **arrays}
+    )
     return spec.group.run(*fns, x, targets, key=key, kinds=members, **opts)
 
 
@@ -38,10 +40,14 @@ def _run_group(classifier, x, targets, key, arrays, *, members, static):
 # (Method.compile) and for float64, where XLA's own convolutions are ~10x slower than the
 # default path (saliency of 35 digits: 1.76 vs 0.15 s; IG-8: 11.6 vs 1.3 s).
 _COMPILERS = {"project": jit, "default": jax.jit}
-_RUN = {kind: compiler(_run_method, static_argnames=("method", "static"))
-        for kind, compiler in _COMPILERS.items()}
-_RUN_GROUP = {kind: compiler(_run_group, static_argnames=("members", "static"))
-              for kind, compiler in _COMPILERS.items()}
+_RUN = {
+    kind: compiler(_run_method, static_argnames=("method", "static"))
+    for kind, compiler in _COMPILERS.items()
+}
+_RUN_GROUP = {
+    kind: compiler(_run_group, static_argnames=("members", "static"))
+    for kind, compiler in _COMPILERS.items()
+}
 
 
 def _compile_kind(spec: Method, dtype) -> str:
@@ -51,7 +57,9 @@ def _compile_kind(spec: Method, dtype) -> str:
 def _prepare(spec: Method, label: str, classifier, images, targets, key, options):
     """Everything checked in NumPy before tracing: (x, targets, key, arrays, static)."""
     if not isinstance(classifier, Classifier):
-        raise InputError(f"classifier must be a mnistxai Classifier, got {type(classifier).__name__}")
+        raise InputError(
+            f"classifier must be a mnistxai Classifier, got {type(classifier).__name__}"
+        )
     x = as_images(images)
     t = as_targets(targets, x.shape[0], classifier.model.num_classes)
     opts = spec.parse(options, x.shape[0], classifier, label)
@@ -62,8 +70,9 @@ def _prepare(spec: Method, label: str, classifier, images, targets, key, options
     return jnp.asarray(x), None if t is None else jnp.asarray(t), key, arrays, static
 
 
-def explain(method: str, classifier: Classifier, images, targets=None, *, key=None,
-            **options) -> Explanation:
+def explain(
+    method: str, classifier: Classifier, images, targets=None, *, key=None, **options
+) -> Explanation:
     """Attributions of ``method`` for ``classifier`` on ``images``: an ``Explanation``.
 
     Args:
@@ -88,8 +97,9 @@ def explain(method: str, classifier: Classifier, images, targets=None, *, key=No
     return run(classifier, x, t, key, arrays, method=method, static=static)
 
 
-def explain_together(methods: Sequence[str], classifier: Classifier, images, targets=None, *,
-                     key=None, **options) -> dict[str, Explanation]:
+def explain_together(
+    methods: Sequence[str], classifier: Classifier, images, targets=None, *, key=None, **options
+) -> dict[str, Explanation]:
     """Several methods of one ``registry.Group`` from one shared computation: {method:
     Explanation}, each equal to ``explain(method, ..., key=key, **options)`` at the cost of one
     (e.g. smoothgrad, smoothgrad_sq and vargrad from one set of noisy gradients). Options are
@@ -97,14 +107,21 @@ def explain_together(methods: Sequence[str], classifier: Classifier, images, tar
     methods = tuple(methods)
     specs = [registry.get(m) for m in methods]
     group = specs[0].group
-    if group is None or any(s.group is not group for s in specs) or len(set(methods)) != len(methods):
-        raise InputError(f"methods {', '.join(map(str, methods))} cannot be computed together: "
-                         f"they must be distinct members of one group")
+    if (
+        group is None
+        or any(s.group is not group for s in specs)
+        or len(set(methods)) != len(methods)
+    ):
+        raise InputError(
+            f"methods {', '.join(map(str, methods))} cannot be computed together: "
+            f"they must be distinct members of one group"
+        )
     for name in group.private:
         if name in options and not any(name in s.options for s in specs):
             raise InputError(f"{name} is not an option of any of {', '.join(methods)}")
-    taker = next((s for s in specs if all(p in s.options for p in group.private if p in options)),
-                 specs[0])
+    taker = next(
+        (s for s in specs if all(p in s.options for p in group.private if p in options)), specs[0]
+    )
     label = "+".join(methods)
     x, t, key, arrays, static = _prepare(taker, label, classifier, images, targets, key, options)
     run = _RUN_GROUP[_compile_kind(taker, x.dtype)]
@@ -112,8 +129,9 @@ def explain_together(methods: Sequence[str], classifier: Classifier, images, tar
     return {m: out[m] for m in methods}  # jit returns dicts in sorted key order
 
 
-def explain_noise_tunnel(kinds: Sequence[str], classifier: Classifier, images, targets=None, *,
-                         key=None, **options) -> dict[str, Explanation]:
+def explain_noise_tunnel(
+    kinds: Sequence[str], classifier: Classifier, images, targets=None, *, key=None, **options
+) -> dict[str, Explanation]:
     """``explain_together`` for the SmoothGrad family: several of smoothgrad, smoothgrad_sq and
     vargrad (``kinds``) from one set of noisy gradients."""
     from mnistxai.xai.methods.smoothgrad import check_kinds
@@ -122,13 +140,15 @@ def explain_noise_tunnel(kinds: Sequence[str], classifier: Classifier, images, t
 
 
 def parse_methods(text: Optional[str]) -> tuple[str, ...]:
-    """``"a,b"`` -> ``("a", "b")`` checked against ``METHODS``; None or ``"all"`` -> every method."""
+    """``"a,b"`` -> ``("a", "b")`` checked against ``METHODS``; None or ``"all"`` -> every
+    method."""
     if text is None or text == "all":
         return tuple(METHODS)
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in names if m not in METHODS]
     if unknown or not names:
-        raise InputError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(METHODS)}")
+        raise InputError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(METHODS)}"
+        )
     return names
-

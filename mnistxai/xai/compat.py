@@ -32,8 +32,9 @@ class _Wrapper:
 
     def _explain(self, method, params, batch_stats, image, class_idx, **options):
         clf = Classifier({"params": params, "batch_stats": batch_stats}, self.model)
-        single = np.ndim(image) == 2 or (np.ndim(image) == 3 and np.shape(image)[-1] == 1
-                                         and np.shape(image)[0] == 28)
+        single = np.ndim(image) == 2 or (
+            np.ndim(image) == 3 and np.shape(image)[-1] == 1 and np.shape(image)[0] == 28
+        )
         res = explain(method, clf, image, class_idx, **options)
         probs = jax.nn.softmax(clf.logits(as_images(image)))
         score = np.take_along_axis(np.asarray(probs), np.asarray(res.targets)[:, None], 1)[:, 0]
@@ -52,8 +53,9 @@ class GradCAM(_Wrapper):
         self.target_layer = conv_layer("target_layer", target_layer)
 
     def compute_gradcam(self, params, batch_stats, image, class_idx=None):
-        return self._explain("gradcam", params, batch_stats, image, class_idx,
-                             layer=self.target_layer)
+        return self._explain(
+            "gradcam", params, batch_stats, image, class_idx, layer=self.target_layer
+        )
 
 
 class SaliencyMap(_Wrapper):
@@ -67,10 +69,15 @@ class SaliencyMap(_Wrapper):
     def compute_saliency(self, params, batch_stats, image, class_idx=None):
         return self._explain("saliency", params, batch_stats, image, class_idx)
 
-    def compute_smooth_saliency(self, params, batch_stats, image, class_idx=None, n_samples=None,
-                                noise_level=None, key=None):
+    def compute_smooth_saliency(
+        self, params, batch_stats, image, class_idx=None, n_samples=None, noise_level=None, key=None
+    ):
         """SmoothGrad; ``n_samples`` and ``noise_level`` default to smoothgrad's registered
         ``samples`` and ``noise``."""
         key = jax.random.key(0) if key is None else key
-        options = {k: v for k, v in (("samples", n_samples), ("noise", noise_level)) if v is not None}
-        return self._explain("smoothgrad", params, batch_stats, image, class_idx, key=key, **options)
+        options = {
+            k: v for k, v in (("samples", n_samples), ("noise", noise_level)) if v is not None
+        }
+        return self._explain(
+            "smoothgrad", params, batch_stats, image, class_idx, key=key, **options
+        )

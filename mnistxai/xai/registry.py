@@ -125,7 +125,7 @@ class Method:
         return self.stochastic(options) if callable(self.stochastic) else bool(self.stochastic)
 
     def cost(self, options: Mapping[str, Any]) -> Cost:
-        """"cheap" (< 50 model passes per image), "costly" (< 500) or "heavy"."""
+        """ "cheap" (< 50 model passes per image), "costly" (< 500) or "heavy"."""
         total = sum(self.passes(options))
         return "cheap" if total < 50 else "costly" if total < 500 else "heavy"
 
@@ -160,12 +160,15 @@ def _check_from_annotation(name: str, annotation) -> Check:
         return real()
     if origin is Literal:
         return choice(typing.get_args(annotation))
-    raise TypeError(f"option {name!r} has no check: annotate it bool, int, float or Literal[...], "
-                    f"or pass checks={{{name!r}: checker}} to register")
+    raise TypeError(
+        f"option {name!r} has no check: annotate it bool, int, float or Literal[...], "
+        f"or pass checks={{{name!r}: checker}} to register"
+    )
 
 
-def signature_options(fn: Callable, checks: Mapping[str, Check],
-                      names: Optional[tuple[str, ...]] = None) -> dict[str, Option]:
+def signature_options(
+    fn: Callable, checks: Mapping[str, Check], names: Optional[tuple[str, ...]] = None
+) -> dict[str, Option]:
     """The keyword-only parameters of ``fn`` (``key`` aside; only ``names`` if given) as
     ``Option``s."""
     hints = typing.get_type_hints(fn)
@@ -184,20 +187,25 @@ def signature_options(fn: Callable, checks: Mapping[str, Check],
     return out
 
 
-def parse_options(options: Mapping[str, Option], given: Mapping[str, Any], label: str,
-                  kind: str = "method") -> dict:
+def parse_options(
+    options: Mapping[str, Option], given: Mapping[str, Any], label: str, kind: str = "method"
+) -> dict:
     """``given`` checked against ``options`` with the defaults filled in (``InputError``)."""
     unknown = sorted(set(given) - set(options))
     if unknown:
-        raise InputError(f"unknown option(s) {', '.join(unknown)} for {kind} {label!r}; "
-                         f"it takes: {', '.join(sorted(options)) or 'none'}")
+        raise InputError(
+            f"unknown option(s) {', '.join(unknown)} for {kind} {label!r}; "
+            f"it takes: {', '.join(sorted(options)) or 'none'}"
+        )
     return {k: o.parse(k, given[k] if k in given else o.default) for k, o in options.items()}
 
 
-def register(name: str, *, model: str, checks: Optional[Mapping[str, Check]] = None,
-             **facts) -> Callable[[Callable], Callable]:
+def register(
+    name: str, *, model: str, checks: Optional[Mapping[str, Check]] = None, **facts
+) -> Callable[[Callable], Callable]:
     """Decorator: register the decorated function as method ``name`` (facts: ``Method``'s
     fields). The function is returned unchanged."""
+
     def decorate(fn: Callable) -> Callable:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice")
@@ -207,12 +215,14 @@ def register(name: str, *, model: str, checks: Optional[Mapping[str, Check]] = N
         takes_key = "key" in inspect.signature(fn).parameters
         if facts.get("stochastic") and not takes_key:
             raise TypeError(f"{name}: a stochastic method takes a key parameter")
-        _METHODS[name] = Method(name=name, fn=fn, model=model, options=options,
-                                takes_key=takes_key, **facts)
+        _METHODS[name] = Method(
+            name=name, fn=fn, model=model, options=options, takes_key=takes_key, **facts
+        )
         ordered = sorted(_METHODS.values(), key=_rank)
         _METHODS.clear()
         _METHODS.update((m.name, m) for m in ordered)
         return fn
+
     return decorate
 
 
@@ -230,4 +240,3 @@ def get(name: Any) -> Method:
 
 def group_of(name: str) -> Optional[Group]:
     return get(name).group
-

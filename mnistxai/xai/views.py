@@ -29,15 +29,19 @@ def conv_layer(name: str, value) -> str:
         raise InputError(f"{name} must be a layer name, got {value!r}")
     if CNN_SPEC.resolve(value) not in CNN_SPEC.convs:
         convs = list(CNN_SPEC.convs) + list(CNN_SPEC.aliases)
-        raise InputError(f"CAM methods need a convolutional layer, not {value!r}; choose one of "
-                         f"{', '.join(convs)}")
+        raise InputError(
+            f"CAM methods need a convolutional layer, not {value!r}; choose one of "
+            f"{', '.join(convs)}"
+        )
     return value
 
 
 def layer_fns(classifier, layer: str) -> tuple:
     """``(features_fn, head_fn)`` of ``classifier`` split at ``layer``."""
-    return (functools.partial(classifier.features, layer=layer),
-            functools.partial(classifier.head, layer=layer))
+    return (
+        functools.partial(classifier.features, layer=layer),
+        functools.partial(classifier.head, layer=layer),
+    )
 
 
 def _layer_view(classifier, options):
@@ -58,4 +62,4 @@ def layer_channels(layer: str) -> int:
     from mnistxai.models.spec import CNN_SPEC
 
     name = CNN_SPEC.resolve(layer)
-    return next(l.features for l in CNN_SPEC.layers if l.name == name)
+    return next(entry.features for entry in CNN_SPEC.layers if entry.name == name)

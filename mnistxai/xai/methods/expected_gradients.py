@@ -8,7 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from mnistxai.util.errors import InputError
-from mnistxai.xai._core import DEFAULT_CHUNK, Explanation, LogitsFn, plan, predict_one, over_examples
+from mnistxai.xai._core import (
+    DEFAULT_CHUNK,
+    Explanation,
+    LogitsFn,
+    plan,
+    predict_one,
+    over_examples,
+)
 from mnistxai.xai._inputs import as_images, float_array, real
 from mnistxai.xai.methods.integrated_gradients import path_sum
 from mnistxai.xai.registry import register
@@ -16,28 +23,51 @@ from mnistxai.xai.registry import register
 
 def _check(options: dict, batch: int, classifier) -> dict:
     if options["background"] is None:
-        raise InputError("expected_gradients needs background=(N, 28, 28[, 1]) images to draw "
-                         "baselines from (e.g. a few hundred training images)")
+        raise InputError(
+            "expected_gradients needs background=(N, 28, 28[, 1]) images to draw "
+            "baselines from (e.g. a few hundred training images)"
+        )
     alphas = options["alphas"]
     if alphas is not None:
         if alphas.shape != (options["samples"],):
             raise InputError(f"alphas must have shape ({options['samples']},), got {alphas.shape}")
         if alphas.min() < 0 or alphas.max() > 1:
-            raise InputError(f"alphas are positions on the path and must lie in [0, 1], got "
-                             f"{alphas.min():.3g}..{alphas.max():.3g}")
+            raise InputError(
+                f"alphas are positions on the path and must lie in [0, 1], got "
+                f"{alphas.min():.3g}..{alphas.max():.3g}"
+            )
     return options
 
 
-@register("expected_gradients", model="logits", family="path", paper="Erion et al. 2021, arXiv:1906.10670",
-          checks={"background": lambda name, v: as_images(v, name), "noise": real(0.0, 1.0),
-                  "alphas": float_array},
-          check=_check, stochastic=True, background=True, passes=lambda o: (o["samples"], 1),
-          quick={"samples": 16}, smoke={"samples": 2})
-def expected_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None,
-                       *, background: Optional[jax.Array] = None, key: jax.Array,
-                       samples: int = 50, noise: float = 0.0,
-                       alphas: Optional[jax.Array] = None,
-                       chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "expected_gradients",
+    model="logits",
+    family="path",
+    paper="Erion et al. 2021, arXiv:1906.10670",
+    checks={
+        "background": lambda name, v: as_images(v, name),
+        "noise": real(0.0, 1.0),
+        "alphas": float_array,
+    },
+    check=_check,
+    stochastic=True,
+    background=True,
+    passes=lambda o: (o["samples"], 1),
+    quick={"samples": 16},
+    smoke={"samples": 2},
+)
+def expected_gradients(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    background: Optional[jax.Array] = None,
+    key: jax.Array,
+    samples: int = 50,
+    noise: float = 0.0,
+    alphas: Optional[jax.Array] = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """Expected Gradients / GradientSHAP (Erion et al. 2021, arXiv:1906.10670; Lundberg & Lee 2017).
 
     attribution = mean_s (x~_s - b_s) * grad F(b_s + a_s (x~_s - b_s)), with b_s drawn uniformly
@@ -56,7 +86,8 @@ def expected_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.
         pick = lambda idx: jax.vmap(lambda kk: jax.random.randint(kk[0], (), 0, n_bg))(keys(idx))
         if alphas is None:
             alpha_at = lambda idx: jax.vmap(lambda kk: jax.random.uniform(kk[1], (), xi.dtype))(
-                keys(idx))
+                keys(idx)
+            )
         else:
             alpha_at = lambda idx: alphas[idx]
 
@@ -64,9 +95,19 @@ def expected_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.
             if noise == 0:
                 return xi[None]
             return xi + noise * jax.vmap(lambda kk: jax.random.normal(kk[2], xi.shape, xi.dtype))(
-                keys(idx))
-        attr = path_sum(logits_fn, t, lambda idx: background[pick(idx)], noisy_x, alpha_at,
-                         lambda idx: jnp.full(idx.shape, 1.0 / samples, xi.dtype), samples,
-                         per_pass)
+                keys(idx)
+            )
+
+        attr = path_sum(
+            logits_fn,
+            t,
+            lambda idx: background[pick(idx)],
+            noisy_x,
+            alpha_at,
+            lambda idx: jnp.full(idx.shape, 1.0 / samples, xi.dtype),
+            samples,
+            per_pass,
+        )
         return attr.sum(-1), t, {}
+
     return over_examples(one, x, targets, key, chunk_size=chunk_size)

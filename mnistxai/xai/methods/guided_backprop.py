@@ -15,7 +15,8 @@ from mnistxai.xai.registry import ModelView, register, register_model
 
 @jax.custom_vjp
 def guided_relu(x: jax.Array) -> jax.Array:
-    """ReLU whose backward pass keeps only positive gradients at positive inputs (guided backprop)."""
+    """ReLU whose backward pass keeps only positive gradients at positive inputs (guided
+    backprop)."""
     return jnp.maximum(x, 0)
 
 
@@ -38,10 +39,20 @@ def guided_logits(classifier) -> LogitsFn:
 register_model("guided_logits", ModelView(lambda clf, o: ((guided_logits(clf),), o)))
 
 
-@register("guided_backprop", model="guided_logits", family="gradient", paper="Springenberg et al. 2015, arXiv:1412.6806",
-          passes=lambda o: (1, 0))
-def guided_backprop(guided_logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None,
-                    *, chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "guided_backprop",
+    model="guided_logits",
+    family="gradient",
+    paper="Springenberg et al. 2015, arXiv:1412.6806",
+    passes=lambda o: (1, 0),
+)
+def guided_backprop(
+    guided_logits_fn: LogitsFn,
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """Guided backpropagation (Springenberg et al. 2015, arXiv:1412.6806), signed like Captum's.
 
     ``guided_logits_fn`` must use ``guided_relu`` for its ReLUs (for a Classifier:

@@ -21,11 +21,22 @@ def _layer_and_guided(classifier, options):
 register_model("layer_and_guided", ModelView(_layer_and_guided, LAYER_OPTION))
 
 
-@register("guided_gradcam", model="layer_and_guided", family="cam", paper="Selvaraju et al. 2017, arXiv:1610.02391",
-          passes=lambda o: (1, 1))
-def guided_gradcam(features_fn: FeaturesFn, head_fn: HeadFn, guided_logits_fn: LogitsFn, x: jax.Array,
-                   targets: Optional[jax.Array] = None, *,
-                   chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "guided_gradcam",
+    model="layer_and_guided",
+    family="cam",
+    paper="Selvaraju et al. 2017, arXiv:1610.02391",
+    passes=lambda o: (1, 1),
+)
+def guided_gradcam(
+    features_fn: FeaturesFn,
+    head_fn: HeadFn,
+    guided_logits_fn: LogitsFn,
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """Guided Grad-CAM (Selvaraju et al. 2017): guided backprop x Grad-CAM, signed.
 
     The Grad-CAM factor is min-max scaled to [0, 1] per map first, as in pytorch-grad-cam, so the

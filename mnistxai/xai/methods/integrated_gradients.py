@@ -15,8 +15,17 @@ import numpy as np
 
 from mnistxai.util import streams
 from mnistxai.util.errors import InputError
-from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, blur, over_examples, plan,
-                                sample_sum, target_grads, target_or_argmax)
+from mnistxai.xai._core import (
+    DEFAULT_CHUNK,
+    Explanation,
+    LogitsFn,
+    blur,
+    over_examples,
+    plan,
+    sample_sum,
+    target_grads,
+    target_or_argmax,
+)
 from mnistxai.xai._inputs import as_images, choice, real
 from mnistxai.xai.registry import register
 
@@ -57,18 +66,22 @@ def path_rule(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
 def path_sum(logits_fn, t, start_at, end_at, alpha_at, weight_at, num, per_pass):
     """sum_s w_s (x_s - b_s) * grad F(b_s + a_s (x_s - b_s)) for one example, by sample chunks.
 
-    ``start_at``/``end_at(idx)`` -> b_s, x_s (k or 1, H, W, C); ``alpha_at``/``weight_at(idx)`` -> (k,).
+    ``start_at``/``end_at(idx)`` -> b_s, x_s (k or 1, H, W, C); ``alpha_at``/``weight_at(idx)`` ->
+    (k,).
     """
+
     def chunk(idx):
         b, a, w = start_at(idx), alpha_at(idx), weight_at(idx)
         path = end_at(idx) - b
         g, _, _ = target_grads(logits_fn, b + a[:, None, None, None] * path, t)
         return jnp.einsum("k,khwc->hwc", w, g * path)
+
     return sample_sum(chunk, num, per_pass)
 
 
-def make_baseline(baseline: Union[str, jax.Array], x: jax.Array, key: Optional[jax.Array],
-                  blur_sigma: float) -> jax.Array:
+def make_baseline(
+    baseline: Union[str, jax.Array], x: jax.Array, key: Optional[jax.Array], blur_sigma: float
+) -> jax.Array:
     """The (B, H, W, C) baselines for ``x`` named by ``baseline`` (or given as an array)."""
     if not isinstance(baseline, str):
         return jnp.broadcast_to(jnp.asarray(baseline, x.dtype), x.shape)
@@ -106,15 +119,30 @@ def _check(options: dict, batch: int, classifier) -> dict:
     return options
 
 
-@register("integrated_gradients", model="logits", family="path", paper="Sundararajan et al. 2017, arXiv:1703.01365",
-          checks={"baseline": baseline_option, "blur_sigma": real(0.0, open_lo=True)},
-          check=_check, stochastic=lambda o: isinstance(o["baseline"], str) and o["baseline"] == "uniform",
-          passes=lambda o: (o["steps"], 2), quick={"steps": 16}, smoke={"steps": 4})
-def integrated_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None,
-                         *, baseline: Union[str, jax.Array] = "black", steps: int = 50,
-                         rule: Rule = "gauss_legendre", blur_sigma: float = 4.0,
-                         key: Optional[jax.Array] = None,
-                         chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "integrated_gradients",
+    model="logits",
+    family="path",
+    paper="Sundararajan et al. 2017, arXiv:1703.01365",
+    checks={"baseline": baseline_option, "blur_sigma": real(0.0, open_lo=True)},
+    check=_check,
+    stochastic=lambda o: isinstance(o["baseline"], str) and o["baseline"] == "uniform",
+    passes=lambda o: (o["steps"], 2),
+    quick={"steps": 16},
+    smoke={"steps": 4},
+)
+def integrated_gradients(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    baseline: Union[str, jax.Array] = "black",
+    steps: int = 50,
+    rule: Rule = "gauss_legendre",
+    blur_sigma: float = 4.0,
+    key: Optional[jax.Array] = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """Integrated Gradients (Sundararajan et al. 2017, arXiv:1703.01365), signed.
 
     Args:
@@ -135,11 +163,17 @@ def integrated_gradients(logits_fn: LogitsFn, x: jax.Array, targets: Optional[ja
         xi, bi = xi_bi
         ends = logits_fn(jnp.stack([xi, bi]))
         t = target_or_argmax(ends[0], t)
-        attr = path_sum(logits_fn, t, lambda idx: bi[None], lambda idx: xi[None],
-                         lambda idx: alphas[idx],
-                         lambda idx: weights[idx], steps, per_pass)
+        attr = path_sum(
+            logits_fn,
+            t,
+            lambda idx: bi[None],
+            lambda idx: xi[None],
+            lambda idx: alphas[idx],
+            lambda idx: weights[idx],
+            steps,
+            per_pass,
+        )
         delta = attr.sum() - (ends[0, t] - ends[1, t])
         return attr.sum(-1), t, {"convergence_delta": delta}
+
     return over_examples(one, (x, baselines), targets, chunk_size=chunk_size)
-
-

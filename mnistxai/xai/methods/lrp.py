@@ -3,16 +3,19 @@
 
 LRP needs the network's layers, not just a function, so the functional core takes a list of
 ``Layer``s (conv / dense / relu / maxpool / gap); ``classifier_layers`` builds it from a
-``Classifier`` (its layer specification) with each BatchNorm folded into the conv before it (inference statistics), which
+``Classifier`` (its layer specification) with each BatchNorm folded into the conv before it
+(inference statistics), which
 makes every conv an affine map that the rules apply to directly.
 
-Rules for conv and dense layers (``rule``): 'epsilon' (R_j = a_j sum_k w_jk R_k / (z_k + eps sign z_k)),
+Rules for conv and dense layers (``rule``): 'epsilon' (R_j = a_j sum_k w_jk R_k / (z_k + eps sign
+z_k)),
 'alpha_beta' (alpha * positive share - beta * negative share, alpha - beta = 1) and 'gamma'
 (weights w + gamma w+). The first layer uses ``input_rule``: 'zb' (Montavon et al. 2017, pixels
 bounded in [0, 1], the default) or 'same' (the layer rule). ReLU passes relevance unchanged;
 2x2 max-pool sends it to the winner (ties share it evenly: JAX's gradient of max); global average
 pooling is linear and uses the z-rule. Relevance starts as the target logit, so on a bias-free
-network sum(R_input) = logit (up to eps). Captum's LRP differs: its default is the epsilon rule (epsilon 1e-9) on every layer,
+network sum(R_input) = logit (up to eps). Captum's LRP differs: its default is the epsilon rule
+(epsilon 1e-9) on every layer,
 BatchNorm included as a layer of its own (not folded into the conv), and it has no zB rule.
 """
 
@@ -42,8 +45,9 @@ Layer = Folded  # LRP's functional core takes any list of these (kind, kernel, b
 def _linear(kind, a, w):
     if kind == "dense":
         return a @ w
-    return jax.lax.conv_general_dilated(a, w, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+        a, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def forward(layers: list[Layer], x: jax.Array) -> list[jax.Array]:
@@ -76,13 +80,17 @@ register_model("folded", ModelView(lambda clf, o: ((classifier_layers(clf),), o)
 
 def _check(options: dict, batch: int, classifier) -> dict:
     if options["beta"] < 0 or abs(options["alpha"] - options["beta"] - 1.0) > 1e-6:
-        raise InputError(f"alpha_beta needs alpha - beta = 1 and beta >= 0, got "
-                         f"alpha={options['alpha']}, beta={options['beta']}")
+        raise InputError(
+            f"alpha_beta needs alpha - beta = 1 and beta >= 0, got "
+            f"alpha={options['alpha']}, beta={options['beta']}"
+        )
     if options["low"] >= options["high"]:
         raise InputError(f"lrp needs low < high, got {options['low']}, {options['high']}")
     if classifier.model.activation is not nn.relu:
-        raise InputError("lrp's rules assume ReLU activations; this classifier uses "
-                         f"{getattr(classifier.model.activation, '__name__', 'another')}")
+        raise InputError(
+            "lrp's rules assume ReLU activations; this classifier uses "
+            f"{getattr(classifier.model.activation, '__name__', 'another')}"
+        )
     return options
 
 
@@ -93,7 +101,8 @@ def _ratio(r, z, eps):
 
 
 def _share(f, a, b, r, eps):
-    """a * W^T (r / (W a + b)) for the linear map f = W.: r redistributed in proportion to a_j w_jk."""
+    """a * W^T (r / (W a + b)) for the linear map f = W.: r redistributed in proportion to a_j
+    w_jk."""
     z, vjp = jax.vjp(f, a)
     return a * vjp(_ratio(r, z + b, eps))[0]
 
@@ -103,29 +112,50 @@ def _relevance_linear(layer, a, r, rule, first, opts):
     pos, neg = (lambda v: jnp.maximum(v, 0)), (lambda v: jnp.minimum(v, 0))
     if first and opts["input_rule"] == "zb":
         lo, hi = jnp.full_like(a, opts["low"]), jnp.full_like(a, opts["high"])
-        fs = (lambda v: _linear(kind, v, w), lambda v: _linear(kind, v, pos(w)),
-              lambda v: _linear(kind, v, neg(w)))
+        fs = (
+            lambda v: _linear(kind, v, w),
+            lambda v: _linear(kind, v, pos(w)),
+            lambda v: _linear(kind, v, neg(w)),
+        )
         z = fs[0](a) - fs[1](lo) - fs[2](hi)
         s = _ratio(r, z, eps)
         c, cp, cn = (jax.vjp(f, a)[1](s)[0] for f in fs)
         return a * c - lo * cp - hi * cn
-    lin = lambda wk: (lambda v: _linear(kind, v, wk))
+    lin = lambda wk: lambda v: _linear(kind, v, wk)
     if rule == "epsilon":
         return _share(lin(w), a, b, r, eps)
     if rule == "gamma":
         g = opts["gamma"]
         return _share(lin(w + g * pos(w)), a, b + g * pos(b), r, eps)
-    return (opts["alpha"] * _share(lin(pos(w)), a, pos(b), r, eps)
-            - opts["beta"] * _share(lin(neg(w)), a, neg(b), r, eps))
+    return opts["alpha"] * _share(lin(pos(w)), a, pos(b), r, eps) - opts["beta"] * _share(
+        lin(neg(w)), a, neg(b), r, eps
+    )
 
 
-@register("lrp", model="folded", family="propagation", paper="Bach et al. 2015, PLoS ONE 10(7); Montavon et al. 2019",
-          checks={"epsilon": real(0.0), "alpha": real(0.0), "gamma": real(0.0)}, check=_check,
-          passes=lambda o: (1, 1))
-def lrp(layers: list[Layer], x: jax.Array, targets: Optional[jax.Array] = None, *,
-        rule: Rule = "epsilon", epsilon: float = 1e-6, alpha: float = 1.0, beta: float = 0.0,
-        gamma: float = 0.25, input_rule: InputRule = "zb", low: float = 0.0, high: float = 1.0,
-        chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "lrp",
+    model="folded",
+    family="propagation",
+    paper="Bach et al. 2015, PLoS ONE 10(7); Montavon et al. 2019",
+    checks={"epsilon": real(0.0), "alpha": real(0.0), "gamma": real(0.0)},
+    check=_check,
+    passes=lambda o: (1, 1),
+)
+def lrp(
+    layers: list[Layer],
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    rule: Rule = "epsilon",
+    epsilon: float = 1e-6,
+    alpha: float = 1.0,
+    beta: float = 0.0,
+    gamma: float = 0.25,
+    input_rule: InputRule = "zb",
+    low: float = 0.0,
+    high: float = 1.0,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """LRP relevance of the target logit, signed, summed over channels: (B, H, W).
 
     Options: ``rule`` ('epsilon'), ``epsilon`` (1e-6; also the stabiliser of the other rules),
@@ -135,9 +165,18 @@ def lrp(layers: list[Layer], x: jax.Array, targets: Optional[jax.Array] = None, 
     if rule not in RULES:
         raise InputError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if input_rule not in INPUT_RULES:
-        raise InputError(f"unknown input_rule {input_rule!r}; choose one of {', '.join(INPUT_RULES)}")
-    opts = dict(epsilon=epsilon, alpha=alpha, beta=beta, gamma=gamma, input_rule=input_rule,
-                low=low, high=high)
+        raise InputError(
+            f"unknown input_rule {input_rule!r}; choose one of {', '.join(INPUT_RULES)}"
+        )
+    opts = dict(
+        epsilon=epsilon,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        input_rule=input_rule,
+        low=low,
+        high=high,
+    )
     first = next(i for i, layer in enumerate(layers) if layer.kind in ("conv", "dense"))
 
     def one(xi, t, _):
@@ -153,4 +192,5 @@ def lrp(layers: list[Layer], x: jax.Array, targets: Optional[jax.Array] = None, 
             elif layer.kind == "gap":
                 r = _share(lambda v: v.mean((1, 2)), a, 0.0, r, epsilon)  # linear, no bias: z-rule
         return r[0].sum(-1), t, {"logit": acts[-1][0, t]}
+
     return over_examples(one, x, targets, chunk_size=chunk_size)

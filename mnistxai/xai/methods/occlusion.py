@@ -17,8 +17,10 @@ from mnistxai.xai.registry import register
 def _check(options: dict, batch: int, classifier) -> dict:
     window, stride = options["window"], options["stride"]
     if any(s > w for s, w in zip(stride, window)):
-        raise InputError(f"occlusion stride {stride} must not exceed the window {window}: pixels "
-                         f"between windows would get no attribution (Captum refuses it too)")
+        raise InputError(
+            f"occlusion stride {stride} must not exceed the window {window}: pixels "
+            f"between windows would get no attribution (Captum refuses it too)"
+        )
     return options
 
 
@@ -27,8 +29,9 @@ def _windows(options: dict) -> int:
     return (-(-(28 - wh) // sh) + 1) * (-(-(28 - ww) // sw) + 1)
 
 
-def window_masks(size: tuple[int, int], window: tuple[int, int],
-                 stride: tuple[int, int]) -> np.ndarray:
+def window_masks(
+    size: tuple[int, int], window: tuple[int, int], stride: tuple[int, int]
+) -> np.ndarray:
     """Boolean (N, H, W) masks of the occlusion windows, row-major, Captum's placement: top-left
     corners 0, s, 2s, ..., ceil((H - h) / s) s along each axis, the last window cropped at the
     border when the windows do not tile the image (so, with s <= window, every pixel is covered)."""
@@ -38,16 +41,30 @@ def window_masks(size: tuple[int, int], window: tuple[int, int],
     m = np.zeros((len(ys), len(xs), h, w), bool)
     for i, y in enumerate(ys):
         for j, x in enumerate(xs):
-            m[i, j, y:y + wh, x:x + ww] = True
+            m[i, j, y : y + wh, x : x + ww] = True
     return m.reshape(-1, h, w)
 
 
-@register("occlusion", model="forward", family="perturbation", paper="Zeiler & Fergus 2014, arXiv:1311.2901",
-          checks={"window": int_pair(28), "stride": int_pair(28), "baseline": real(0.0, 1.0)},
-          check=_check, passes=lambda o: (0, 1 + _windows(o)), smoke={"window": 7, "stride": 7})
-def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None, *,
-              window: tuple[int, int] = (4, 4), stride: tuple[int, int] = (2, 2),
-              baseline: float = 0.0, chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "occlusion",
+    model="forward",
+    family="perturbation",
+    paper="Zeiler & Fergus 2014, arXiv:1311.2901",
+    checks={"window": int_pair(28), "stride": int_pair(28), "baseline": real(0.0, 1.0)},
+    check=_check,
+    passes=lambda o: (0, 1 + _windows(o)),
+    smoke={"window": 7, "stride": 7},
+)
+def occlusion(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    window: tuple[int, int] = (4, 4),
+    stride: tuple[int, int] = (2, 2),
+    baseline: float = 0.0,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """Occlusion (Zeiler & Fergus 2014, arXiv:1311.2901), as Captum's ``Occlusion``.
 
     Each window is set to ``baseline``; its logit drop F(x) - F(x_occluded) is credited to every
@@ -71,10 +88,10 @@ def occlusion(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = 
     t = jnp.argmax(logits, -1).astype(jnp.int32) if targets is None else targets
     full = at_targets(logits, t)
 
-    differs = (x != baseline).any(-1).astype(jnp.float32)                   # (B, H, W)
+    differs = (x != baseline).any(-1).astype(jnp.float32)  # (B, H, W)
     active = jnp.einsum("nhw,bhw->bn", masks.astype(jnp.float32), differs) > 0
 
-    def drop(pair):                                                         # (k,) pair indices
+    def drop(pair):  # (k,) pair indices
         ex, win = pair // n, pair % n
         occluded = jnp.where(masks[win][..., None], baseline, x[ex])
         return full[ex] - at_targets(logits_fn(occluded), t[ex])

@@ -8,14 +8,22 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from mnistxai.xai._core import (DEFAULT_CHUNK, Explanation, LogitsFn, over_groups, plan,
-                                sample_sum, targets_or_zeros)
+from mnistxai.xai._core import (
+    DEFAULT_CHUNK,
+    Explanation,
+    LogitsFn,
+    over_groups,
+    plan,
+    sample_sum,
+    targets_or_zeros,
+)
 from mnistxai.xai._inputs import positive_int, real
 from mnistxai.xai.registry import register
 
 
-def rise_masks(key: jax.Array, idx: jax.Array, size: tuple[int, int], cells: int,
-               p: float, dtype=jnp.float32) -> jax.Array:
+def rise_masks(
+    key: jax.Array, idx: jax.Array, size: tuple[int, int], cells: int, p: float, dtype=jnp.float32
+) -> jax.Array:
     """RISE masks number ``idx`` (k,) -> (k, H, W) in [0, 1] of ``dtype``, mask i drawn from
     fold_in(key, i).
 
@@ -30,20 +38,37 @@ def rise_masks(key: jax.Array, idx: jax.Array, size: tuple[int, int], cells: int
     def one(i):
         kg, ky, kx = jax.random.split(jax.random.fold_in(key, i), 3)
         grid = jax.random.bernoulli(kg, p, (cells, cells)).astype(dtype)
-        up = jax.image.resize(grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear",
-                              antialias=False)
+        up = jax.image.resize(
+            grid, ((cells + 1) * ch, (cells + 1) * cw), "bilinear", antialias=False
+        )
         dy, dx = jax.random.randint(ky, (), 0, ch), jax.random.randint(kx, (), 0, cw)
         return jax.lax.dynamic_slice(up, (dy, dx), (h, w))
+
     return jax.vmap(one)(idx)
 
 
-@register("rise", model="forward", family="perturbation", paper="Petsiuk et al. 2018, arXiv:1806.07421",
-          checks={"cells": positive_int(1, 28), "p": real(0.01, 0.99)},
-          stochastic=True, passes=lambda o: (0, 1 + o["masks"]), quick={"masks": 256},
-          smoke={"masks": 8})
-def rise(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None, *,
-         key: jax.Array, masks: int = 1000, cells: int = 7, p: float = 0.5,
-         chunk_size: int = DEFAULT_CHUNK) -> Explanation:
+@register(
+    "rise",
+    model="forward",
+    family="perturbation",
+    paper="Petsiuk et al. 2018, arXiv:1806.07421",
+    checks={"cells": positive_int(1, 28), "p": real(0.01, 0.99)},
+    stochastic=True,
+    passes=lambda o: (0, 1 + o["masks"]),
+    quick={"masks": 256},
+    smoke={"masks": 8},
+)
+def rise(
+    logits_fn: LogitsFn,
+    x: jax.Array,
+    targets: Optional[jax.Array] = None,
+    *,
+    key: jax.Array,
+    masks: int = 1000,
+    cells: int = 7,
+    p: float = 0.5,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Explanation:
     """RISE (Petsiuk et al. 2018, arXiv:1806.07421): sum_i P(t | x * M_i) M_i / (masks * p).
 
     Scores are softmax probabilities of the target, as in the paper (Captum has no RISE). All
@@ -58,15 +83,17 @@ def rise(logits_fn: LogitsFn, x: jax.Array, targets: Optional[jax.Array] = None,
     all_masks = rise_masks(key, jnp.arange(masks), x.shape[1:3], cells, p, x.dtype)  # drawn once
 
     def group(args):
-        xg, tg = args                                                  # (E, H, W, C), (E,)
+        xg, tg = args  # (E, H, W, C), (E,)
         t = jnp.argmax(logits_fn(xg), -1) if targets is None else tg
         t = t.astype(jnp.int32)
 
         def chunk(idx):
-            m = all_masks[idx]                                         # (k, H, W)
+            m = all_masks[idx]  # (k, H, W)
             masked = (xg[:, None] * m[None, ..., None]).reshape((-1,) + xg.shape[1:])
             prob = jax.nn.softmax(logits_fn(masked), -1).reshape(xg.shape[0], idx.shape[0], -1)
             return jnp.einsum("ek,khw->ehw", prob[jnp.arange(xg.shape[0]), :, t], m)
+
         return sample_sum(chunk, masks, per_pass) / (masks * p), t
+
     attributions, t = over_groups(group, (x, targets_or_zeros(x, targets)), examples)
     return Explanation(attributions, t, {})

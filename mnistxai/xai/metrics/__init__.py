@@ -29,14 +29,30 @@ import importlib
 import pkgutil
 
 from mnistxai.xai.metrics._common import average_ranks, pearson, spearman
-from mnistxai.xai.metrics.baselines import (BASELINES, baseline_explain_fn, baseline_maps,
-                                            random_attribution, sobel_attribution)
+from mnistxai.xai.metrics.baselines import (
+    BASELINES,
+    baseline_explain_fn,
+    baseline_maps,
+    random_attribution,
+    sobel_attribution,
+)
 from mnistxai.xai.metrics.complexity import complexity, sparseness
-from mnistxai.xai.metrics.faithfulness import (deletion, faithfulness_correlation,
-                                               faithfulness_drops, infidelity, infidelity_drops,
-                                               insertion, region_perturbation, trapezoid_auc)
-from mnistxai.xai.metrics.randomization import (CASCADE, cascading_randomization,
-                                                model_parameter_randomization, ssim)
+from mnistxai.xai.metrics.faithfulness import (
+    deletion,
+    faithfulness_correlation,
+    faithfulness_drops,
+    infidelity,
+    infidelity_drops,
+    insertion,
+    region_perturbation,
+    trapezoid_auc,
+)
+from mnistxai.xai.metrics.randomization import (
+    CASCADE,
+    cascading_randomization,
+    model_parameter_randomization,
+    ssim,
+)
 from mnistxai.xai.metrics.registry import METRICS, Batch, Metric, columns, register_metric
 from mnistxai.xai.metrics.robustness import max_sensitivity
 
@@ -44,10 +60,32 @@ for _module in pkgutil.iter_modules(__path__):  # every module's leaderboard ent
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "BASELINES", "Batch", "CASCADE", "METRICS", "Metric", "average_ranks", "baseline_explain_fn", "baseline_maps",
-    "cascading_randomization", "columns", "complexity", "deletion", "faithfulness_correlation",
-    "faithfulness_drops", "infidelity", "infidelity_drops", "insertion", "max_sensitivity",
-    "model_parameter_randomization", "pearson", "random_attribution", "region_perturbation",
+    "BASELINES",
+    "Batch",
+    "CASCADE",
+    "METRICS",
+    "Metric",
+    "average_ranks",
+    "baseline_explain_fn",
+    "baseline_maps",
+    "cascading_randomization",
+    "columns",
+    "complexity",
+    "deletion",
+    "faithfulness_correlation",
+    "faithfulness_drops",
+    "infidelity",
+    "infidelity_drops",
+    "insertion",
+    "max_sensitivity",
+    "model_parameter_randomization",
+    "pearson",
+    "random_attribution",
+    "region_perturbation",
     "register_metric",
-    "sobel_attribution", "sparseness", "spearman", "ssim", "trapezoid_auc",
+    "sobel_attribution",
+    "sparseness",
+    "spearman",
+    "ssim",
+    "trapezoid_auc",
 ]

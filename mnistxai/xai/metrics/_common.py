@@ -8,7 +8,8 @@ Conventions of the whole package (all functions are pure and jit-compiled at the
 - ``score_fn(x) -> (N, K)``: per-class scores of a stack of inputs (the leaderboard passes the
   softmax probabilities or the logits, as each metric's docstring says).
 - ``key``: one ``jax.random.key`` (split into B per-example keys) or (B,) keys: the second form lets
-  a caller that chunks the examples (``mnistxai.pipelines.evaluate``) get the same numbers as one big batch.
+  a caller that chunks the examples (``mnistxai.pipelines.evaluate``) get the same numbers as one
+  big batch.
 """
 
 from __future__ import annotations
@@ -36,14 +37,18 @@ def check_inputs(x, attributions=None, targets=None, num_classes: Optional[int] 
     if shape[0] == 0:
         raise InputError("x is an empty batch")
     if attributions is not None and np.shape(attributions) != shape[:3]:
-        raise InputError(f"attributions must have shape {shape[:3]} (one (H, W) map per example), "
-                         f"got {np.shape(attributions)}")
+        raise InputError(
+            f"attributions must have shape {shape[:3]} (one (H, W) map per example), "
+            f"got {np.shape(attributions)}"
+        )
     if targets is not None:
         t = np.asarray(targets)
         if t.shape != shape[:1] or not np.issubdtype(t.dtype, np.integer):
             raise InputError(f"targets must be {shape[0]} integers, got {t.dtype} {t.shape}")
         if num_classes is not None and (t.min() < 0 or t.max() >= num_classes):
-            raise InputError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+            raise InputError(
+                f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}"
+            )
     for name, a in (("x", x), ("attributions", attributions)):
         if a is not None and not bool(np.isfinite(np.asarray(a, np.float32)).all()):
             raise InputError(f"{name} contains NaN or inf")
@@ -100,7 +105,8 @@ def ranks_of(order: jax.Array) -> jax.Array:
 
 
 def average_ranks(values: jax.Array) -> jax.Array:
-    """0-based ranks of a flat array, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
+    """0-based ranks of a flat array, ties sharing their average rank (as
+    ``scipy.stats.rankdata``)."""
     s = jnp.sort(values)
     lo = jnp.searchsorted(s, values, side="left")
     hi = jnp.searchsorted(s, values, side="right")

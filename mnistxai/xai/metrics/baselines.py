@@ -42,7 +42,8 @@ def _sobel(x):
 
 
 def sobel_attribution(x) -> jax.Array:
-    """Sobel gradient magnitude (B, H, W) of the (channel-summed) images x (B, H, W, C), zero padding."""
+    """Sobel gradient magnitude (B, H, W) of the (channel-summed) images x (B, H, W, C), zero
+    padding."""
     check_inputs(x)
     return _sobel(jnp.asarray(x, jnp.float32))
 

@@ -13,6 +13,7 @@ import numpy as np
 from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.util.errors import InputError
 
+
 def _flat_abs(attributions) -> jax.Array:
     a = jnp.asarray(attributions, jnp.float32)
     return jnp.abs(a.reshape(a.shape[0], -1))
@@ -69,13 +70,19 @@ def complexity(attributions) -> jax.Array:
     return _entropy(attributions)
 
 
-@register_metric("sparseness", category="complexity",
-                 columns={"sparseness": ("higher", "Gini index of |map| (Chalasani 2020)")})
+@register_metric(
+    "sparseness",
+    category="complexity",
+    columns={"sparseness": ("higher", "Gini index of |map| (Chalasani 2020)")},
+)
 def _score_sparseness(batch: Batch) -> dict:
     return {"sparseness": sparseness(batch.maps)}
 
 
-@register_metric("complexity", category="complexity",
-                 columns={"complexity": ("lower", "Entropy of |map| fractions (Bhatt 2020)")})
+@register_metric(
+    "complexity",
+    category="complexity",
+    columns={"complexity": ("lower", "Entropy of |map| fractions (Bhatt 2020)")},
+)
 def _score_complexity(batch: Batch) -> dict:
     return {"complexity": complexity(batch.maps)}

@@ -25,9 +25,19 @@ from mnistxai.util.jit import jit
 from mnistxai.xai._core import at_targets, over_active
 from mnistxai.xai._core import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics.registry import Batch, register_metric
-from mnistxai.xai.metrics._common import (DEFAULT_CHUNK, ScoreFn, check_inputs, check_positive,
-                                          chunked, descending_order, example_keys, over_examples,
-                                          pearson, plan, ranks_of)
+from mnistxai.xai.metrics._common import (
+    DEFAULT_CHUNK,
+    ScoreFn,
+    check_inputs,
+    check_positive,
+    chunked,
+    descending_order,
+    example_keys,
+    over_examples,
+    pearson,
+    plan,
+    ranks_of,
+)
 from mnistxai.util.errors import InputError
 
 ORDERS = ("morf", "lerf")
@@ -60,6 +70,7 @@ def _path_scores(score_fn, start, end, ranks, targets, counts, chunk_size):
         mask = ranks[ex] < counts[point][:, None, None]
         inputs = jnp.where(mask[..., None], end[ex], start[ex])
         return at_targets(score_fn(inputs), targets[ex])
+
     raw = over_active(scores, changed.reshape(-1), chunk_size).reshape(b, length)
     last = jax.lax.cummax(jnp.where(changed, jnp.arange(length), 0), axis=1)
     return jnp.take_along_axis(raw, last, 1), changed.sum(1).astype(jnp.int32)
@@ -70,8 +81,9 @@ def _step_counts(n_features: int, steps: int) -> np.ndarray:
 
 
 @functools.partial(jit, static_argnames=("score_fn", "steps", "mode", "blur_sigma", "chunk_size"))
-def _pixel_curves(score_fn, x, attributions, targets, keys, fill, *, steps, mode, blur_sigma,
-                  chunk_size):
+def _pixel_curves(
+    score_fn, x, attributions, targets, keys, fill, *, steps, mode, blur_sigma, chunk_size
+):
     n, h, w = attributions.shape
     flat = attributions.reshape(n, -1).astype(jnp.float32)
     order = jax.vmap(descending_order)(flat, keys)  # keys None (no leaves): ties by index
@@ -81,8 +93,9 @@ def _pixel_curves(score_fn, x, attributions, targets, keys, fill, *, steps, mode
         start, end = x, fill
     else:
         start, end = (jax.vmap(lambda xi: blur(xi, blur_sigma))(x) if blur_sigma > 0 else fill), x
-    curves, evaluated = _path_scores(score_fn, start, end, ranks, targets,
-                                     _step_counts(h * w, steps), chunk_size)
+    curves, evaluated = _path_scores(
+        score_fn, start, end, ranks, targets, _step_counts(h * w, steps), chunk_size
+    )
     return {"auc": trapezoid_auc(curves), "curve": curves, "evaluated": evaluated}
 
 
@@ -90,13 +103,22 @@ def _fill(value, x):
     return jnp.broadcast_to(jnp.asarray(value, x.dtype), x.shape[:1] + (1, 1, x.shape[-1]))
 
 
-def deletion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
-             baseline: float = 0.0, key: Optional[jax.Array] = None,
-             chunk_size: int = DEFAULT_CHUNK) -> dict:
+def deletion(
+    score_fn: ScoreFn,
+    x,
+    attributions,
+    targets,
+    *,
+    steps: int = 16,
+    baseline: float = 0.0,
+    key: Optional[jax.Array] = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
     """Deletion AUC (Petsiuk et al. 2018, RISE, arXiv:1806.07421). Lower is better.
 
     Pixels are set to ``baseline`` (0 = black; RISE's substrate is zero on mean/std-normalised
-    ImageNet inputs, i.e. the mean colour, the nearest thing to neutral there) in descending order of
+    ImageNet inputs, i.e. the mean colour, the nearest thing to neutral there) in descending order
+    of
     the signed attribution, ``784 / steps`` at a time; the curve is the target's score after each
     step (steps + 1 points, the first on the intact image) and ``auc`` its trapezoid area with the
     x axis scaled to [0, 1], as RISE's code. Pass softmax probabilities as ``score_fn`` (RISE does).
@@ -119,13 +141,32 @@ def deletion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
     check_inputs(x, attributions, targets)
     check_positive(steps=steps, chunk_size=chunk_size)
     keys = None if key is None else example_keys(key, np.shape(x)[0])
-    return _pixel_curves(score_fn, x, attributions, targets, keys, _fill(baseline, x), steps=steps,
-                         mode="deletion", blur_sigma=0.0, chunk_size=chunk_size)
+    return _pixel_curves(
+        score_fn,
+        x,
+        attributions,
+        targets,
+        keys,
+        _fill(baseline, x),
+        steps=steps,
+        mode="deletion",
+        blur_sigma=0.0,
+        chunk_size=chunk_size,
+    )
 
 
-def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
-              canvas: float = 0.0, blur_sigma: float = 0.0, key: Optional[jax.Array] = None,
-              chunk_size: int = DEFAULT_CHUNK) -> dict:
+def insertion(
+    score_fn: ScoreFn,
+    x,
+    attributions,
+    targets,
+    *,
+    steps: int = 16,
+    canvas: float = 0.0,
+    blur_sigma: float = 0.0,
+    key: Optional[jax.Array] = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
     """Insertion AUC (Petsiuk et al. 2018, RISE). Higher is better.
 
     Starts from a canvas and puts the image's pixels back in descending attribution order; AUC of
@@ -142,14 +183,26 @@ def insertion(score_fn: ScoreFn, x, attributions, targets, *, steps: int = 16,
     if blur_sigma < 0:
         raise InputError(f"blur_sigma must be >= 0, got {blur_sigma}")
     keys = None if key is None else example_keys(key, np.shape(x)[0])
-    return _pixel_curves(score_fn, x, attributions, targets, keys, _fill(canvas, x), steps=steps,
-                         mode="insertion", blur_sigma=float(blur_sigma), chunk_size=chunk_size)
+    return _pixel_curves(
+        score_fn,
+        x,
+        attributions,
+        targets,
+        keys,
+        _fill(canvas, x),
+        steps=steps,
+        mode="insertion",
+        blur_sigma=float(blur_sigma),
+        chunk_size=chunk_size,
+    )
 
 
-@functools.partial(jit, static_argnames=("score_fn", "patch", "regions", "order", "noise",
-                                         "chunk_size"))
-def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, regions, order, noise,
-                   chunk_size):
+@functools.partial(
+    jit, static_argnames=("score_fn", "patch", "regions", "order", "noise", "chunk_size")
+)
+def _region_curves(
+    score_fn, x, attributions, targets, keys, fill, *, patch, regions, order, noise, chunk_size
+):
     n, h, w = attributions.shape
     gh, gw = h // patch, w // patch
 
@@ -158,17 +211,29 @@ def _region_curves(score_fn, x, attributions, targets, keys, fill, *, patch, reg
         tie_key = None if k is None else streams.fold(k, "tie_break")
         ranks = ranks_of(descending_order(score if order == "morf" else -score, tie_key))
         return jnp.repeat(jnp.repeat(ranks.reshape(gh, gw), patch, 0), patch, 1)
+
     ranks = jax.vmap(region_ranks)(attributions, keys)  # keys may be None (an empty pytree)
     uniform = lambda k, xi: jax.random.uniform(streams.fold(k, "region_noise"), xi.shape, xi.dtype)
     end = jax.vmap(uniform)(keys, x) if noise else jnp.broadcast_to(fill, x.shape)
-    curves, evaluated = _path_scores(score_fn, x, end, ranks, targets,
-                                     np.arange(regions + 1, dtype=np.int32), chunk_size)
+    curves, evaluated = _path_scores(
+        score_fn, x, end, ranks, targets, np.arange(regions + 1, dtype=np.int32), chunk_size
+    )
     return {"aopc": (curves[:, :1] - curves).mean(-1), "curve": curves, "evaluated": evaluated}
 
 
-def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: str = "morf",
-                        patch: int = 4, regions: int = 24, baseline="uniform",
-                        key: Optional[jax.Array] = None, chunk_size: int = DEFAULT_CHUNK) -> dict:
+def region_perturbation(
+    score_fn: ScoreFn,
+    x,
+    attributions,
+    targets,
+    *,
+    order: str = "morf",
+    patch: int = 4,
+    regions: int = 24,
+    baseline="uniform",
+    key: Optional[jax.Array] = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
     """Region perturbation AOPC (Samek et al. 2017, arXiv:1509.06321), MoRF or LeRF order.
 
     The image is cut into non-overlapping ``patch`` x ``patch`` regions ranked by their summed
@@ -191,17 +256,28 @@ def region_perturbation(score_fn: ScoreFn, x, attributions, targets, *, order: s
     if h % patch or w % patch:
         raise InputError(f"patch {patch} must divide the image size {h}x{w}")
     if regions > (h // patch) * (w // patch):
-        raise InputError(f"regions must be <= {(h // patch) * (w // patch)} for patch {patch}, "
-                         f"got {regions}")
+        raise InputError(
+            f"regions must be <= {(h // patch) * (w // patch)} for patch {patch}, got {regions}"
+        )
     if order not in ORDERS:
         raise InputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     noise = isinstance(baseline, str)
     if noise and baseline != "uniform":
         raise InputError(f"baseline must be 'uniform' or a number, got {baseline!r}")
     keys = example_keys(key, np.shape(x)[0]) if noise or key is not None else None
-    return _region_curves(score_fn, x, attributions, targets, keys,
-                          _fill(0.0 if noise else baseline, x), patch=patch, regions=regions,
-                          order=order, noise=noise, chunk_size=chunk_size)
+    return _region_curves(
+        score_fn,
+        x,
+        attributions,
+        targets,
+        keys,
+        _fill(0.0 if noise else baseline, x),
+        patch=patch,
+        regions=regions,
+        order=order,
+        noise=noise,
+        chunk_size=chunk_size,
+    )
 
 
 def _subset(key, i, pixels: int, size: int) -> jax.Array:
@@ -223,8 +299,12 @@ def _perturbation(kind, size, xi, fi, key, i):
     if kind == "square":  # the pixels of a random size x size square removed (set to 0)
         corner = jax.random.randint(k, (2,), 0, jnp.array([h - size + 1, w - size + 1]))
         rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None]
-        inside = ((rows >= corner[0]) & (rows < corner[0] + size)
-                  & (cols >= corner[1]) & (cols < corner[1] + size))
+        inside = (
+            (rows >= corner[0])
+            & (rows < corner[0] + size)
+            & (cols >= corner[1])
+            & (cols < corner[1] + size)
+        )
         noise = inside[..., None] * xi
     else:  # "gaussian": I ~ N(0, size^2) per pixel
         noise = jax.random.normal(k, xi.shape, xi.dtype) * size
@@ -233,7 +313,8 @@ def _perturbation(kind, size, xi, fi, key, i):
 
 @functools.partial(jit, static_argnames=("score_fn", "kind", "samples", "size", "chunk_size"))
 def _drops(score_fn, x, targets, keys, fill, *, kind, samples, size, chunk_size):
-    """(B, samples): f(x) - f(perturbed x) of the target, (example, sample) pairs as flat batches."""
+    """(B, samples): f(x) - f(perturbed x) of the target, (example, sample) pairs as flat
+    batches."""
     n = x.shape[0]
     f0 = chunked(lambda i: at_targets(score_fn(x[i]), targets[i]), n, chunk_size)
 
@@ -242,27 +323,35 @@ def _drops(score_fn, x, targets, keys, fill, *, kind, samples, size, chunk_size)
         perturb = functools.partial(_perturbation, kind, size)
         _, inputs = jax.vmap(perturb)(x[ex], fill[ex], keys[ex], i)
         return f0[ex] - at_targets(score_fn(inputs), targets[ex])
+
     return chunked(drops, n * samples, chunk_size).reshape(n, samples)
 
 
 @functools.partial(jit, static_argnames=("kind", "samples", "size", "chunk_size"))
 def _sums(x, attributions, keys, fill, *, kind, samples, size, chunk_size):
     """(B, samples): the attribution summed with each perturbation's weights (no model calls)."""
+
     def one(xi, ai, k, fi):
         if kind == "subset":  # a gather of the subset's pixels: no (samples, H, W) masks
             idx = jax.vmap(lambda i: _subset(k, i, ai.size, size))(jnp.arange(samples))
             return ai.ravel()[idx].sum(-1)
-        weights, _ = jax.vmap(lambda i: _perturbation(kind, size, xi, fi, k, i))(jnp.arange(samples))
+        weights, _ = jax.vmap(lambda i: _perturbation(kind, size, xi, fi, k, i))(
+            jnp.arange(samples)
+        )
         return (weights * ai).sum((1, 2))
+
     per_example = plan(x.shape[0], samples, chunk_size)[0]
-    return over_examples(one, (x, attributions.astype(jnp.float32), keys, fill), x.shape[0],
-                         per_example)
+    return over_examples(
+        one, (x, attributions.astype(jnp.float32), keys, fill), x.shape[0], per_example
+    )
 
 
 def _check_drops(drops, b: int, samples: int, producer: str):
     if np.shape(drops) != (b, samples):
-        raise InputError(f"drops must have shape ({b}, {samples}) ({producer} with the same "
-                         f"settings), got {np.shape(drops)}")
+        raise InputError(
+            f"drops must have shape ({b}, {samples}) ({producer} with the same "
+            f"settings), got {np.shape(drops)}"
+        )
     if not bool(np.isfinite(np.asarray(drops)).all()):
         raise InputError("drops contains NaN or inf")
     return jnp.asarray(drops, jnp.float32)
@@ -274,21 +363,48 @@ def _check_subset(x, runs, subset, chunk_size):
         raise InputError(f"subset must be <= the number of pixels, got {subset}")
 
 
-def faithfulness_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, runs: int = 32,
-                       subset: int = 224, baseline: float = 0.0,
-                       chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+def faithfulness_drops(
+    score_fn: ScoreFn,
+    x,
+    targets,
+    *,
+    key: jax.Array,
+    runs: int = 32,
+    subset: int = 224,
+    baseline: float = 0.0,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> jax.Array:
     """The model side of ``faithfulness_correlation``: (B, runs) drops f(x) - f(x_S) of the target
     score for its random subsets S. They do not depend on the map: compute them once to score many
     maps of the same images (the leaderboard does) by passing ``drops=`` to the metric."""
     check_inputs(x, None, targets)
     _check_subset(x, runs, subset, chunk_size)
-    return _drops(score_fn, x, targets, example_keys(key, np.shape(x)[0]), _fill(baseline, x),
-                  kind="subset", samples=runs, size=subset, chunk_size=chunk_size)
+    return _drops(
+        score_fn,
+        x,
+        targets,
+        example_keys(key, np.shape(x)[0]),
+        _fill(baseline, x),
+        kind="subset",
+        samples=runs,
+        size=subset,
+        chunk_size=chunk_size,
+    )
 
 
-def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array,
-                             runs: int = 32, subset: int = 224, baseline: float = 0.0,
-                             chunk_size: int = DEFAULT_CHUNK, drops=None) -> jax.Array:
+def faithfulness_correlation(
+    score_fn: ScoreFn,
+    x,
+    attributions,
+    targets,
+    *,
+    key: jax.Array,
+    runs: int = 32,
+    subset: int = 224,
+    baseline: float = 0.0,
+    chunk_size: int = DEFAULT_CHUNK,
+    drops=None,
+) -> jax.Array:
     """Faithfulness correlation (Bhatt et al. 2020, arXiv:2005.00631). Higher is better, in [-1, 1].
 
     ``runs`` times, a random subset of ``subset`` pixels is set to ``baseline``; the Pearson
@@ -303,12 +419,22 @@ def faithfulness_correlation(score_fn: ScoreFn, x, attributions, targets, *, key
     _check_subset(x, runs, subset, chunk_size)
     keys, fill = example_keys(key, np.shape(x)[0]), _fill(baseline, x)
     if drops is None:
-        drops = _drops(score_fn, x, targets, keys, fill, kind="subset", samples=runs, size=subset,
-                       chunk_size=chunk_size)
+        drops = _drops(
+            score_fn,
+            x,
+            targets,
+            keys,
+            fill,
+            kind="subset",
+            samples=runs,
+            size=subset,
+            chunk_size=chunk_size,
+        )
     else:
         drops = _check_drops(drops, np.shape(x)[0], runs, "faithfulness_drops")
-    sums = _sums(x, attributions, keys, fill, kind="subset", samples=runs, size=subset,
-                 chunk_size=chunk_size)
+    sums = _sums(
+        x, attributions, keys, fill, kind="subset", samples=runs, size=subset, chunk_size=chunk_size
+    )
     return jax.vmap(pearson)(sums, drops)
 
 
@@ -324,20 +450,49 @@ def _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size):
     return patch if perturbation == "square" else float(sigma)
 
 
-def infidelity_drops(score_fn: ScoreFn, x, targets, *, key: jax.Array, samples: int = 16,
-                     perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
-                     chunk_size: int = DEFAULT_CHUNK) -> jax.Array:
+def infidelity_drops(
+    score_fn: ScoreFn,
+    x,
+    targets,
+    *,
+    key: jax.Array,
+    samples: int = 16,
+    perturbation: str = "square",
+    patch: int = 4,
+    sigma: float = 0.1,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> jax.Array:
     """The model side of ``infidelity``: (B, samples) drops f(x) - f(x - I) of the target score,
     independent of the map (see ``faithfulness_drops``)."""
     check_inputs(x, None, targets)
     size = _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size)
-    return _drops(score_fn, x, targets, example_keys(key, np.shape(x)[0]), _fill(0.0, x),
-                  kind=perturbation, samples=samples, size=size, chunk_size=chunk_size)
+    return _drops(
+        score_fn,
+        x,
+        targets,
+        example_keys(key, np.shape(x)[0]),
+        _fill(0.0, x),
+        kind=perturbation,
+        samples=samples,
+        size=size,
+        chunk_size=chunk_size,
+    )
 
 
-def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, samples: int = 16,
-               perturbation: str = "square", patch: int = 4, sigma: float = 0.1,
-               chunk_size: int = DEFAULT_CHUNK, drops=None) -> jax.Array:
+def infidelity(
+    score_fn: ScoreFn,
+    x,
+    attributions,
+    targets,
+    *,
+    key: jax.Array,
+    samples: int = 16,
+    perturbation: str = "square",
+    patch: int = 4,
+    sigma: float = 0.1,
+    chunk_size: int = DEFAULT_CHUNK,
+    drops=None,
+) -> jax.Array:
     """Infidelity (Yeh et al. 2019, arXiv:1901.09392), scale-optimal and normalised. Lower is
     better, in [0, 1].
 
@@ -349,7 +504,8 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
     code applies it too) makes maps of different units comparable, and dividing by E[d^2] makes
     images comparable. Quantus 0.6's ``Infidelity`` differs: by default it visits every block of
     a fixed 4 x 4 grid in raster order, blackening them cumulatively, and reports the raw mean
-    squared error between the drops and the attribution sums (no scale fitting, no division). Exact (0) for a linear
+    squared error between the drops and the attribution sums (no scale fitting, no division). Exact
+    (0) for a linear
     score and its gradient map. The leaderboard passes the target logit. ``drops``:
     ``infidelity_drops`` of the same arguments, to skip the model calls. Returns (B,).
     """
@@ -357,12 +513,29 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
     size = _infidelity_size(x, samples, perturbation, patch, sigma, chunk_size)
     keys, fill = example_keys(key, np.shape(x)[0]), _fill(0.0, x)
     if drops is None:
-        d = _drops(score_fn, x, targets, keys, fill, kind=perturbation, samples=samples,
-                   size=size, chunk_size=chunk_size)
+        d = _drops(
+            score_fn,
+            x,
+            targets,
+            keys,
+            fill,
+            kind=perturbation,
+            samples=samples,
+            size=size,
+            chunk_size=chunk_size,
+        )
     else:
         d = _check_drops(drops, np.shape(x)[0], samples, "infidelity_drops")
-    s = _sums(x, attributions, keys, fill, kind=perturbation, samples=samples, size=size,
-              chunk_size=chunk_size)
+    s = _sums(
+        x,
+        attributions,
+        keys,
+        fill,
+        kind=perturbation,
+        samples=samples,
+        size=size,
+        chunk_size=chunk_size,
+    )
     sd, ss, dd = (s * d).mean(-1), (s * s).mean(-1), (d * d).mean(-1)
     explained = jnp.where(ss * dd > 0, sd * sd / jnp.where(ss * dd > 0, ss * dd, 1.0), 0.0)
     return jnp.where(dd > 0, jnp.clip(1.0 - explained, 0.0, 1.0), 0.0)
@@ -370,63 +543,125 @@ def infidelity(score_fn: ScoreFn, x, attributions, targets, *, key: jax.Array, s
 
 # ---- the leaderboard's entries (mnistxai.xai.metrics.registry) ----------------------------------
 
-@register_metric("deletion", category="faithfulness", options_of=deletion, options=("steps",),
-                 columns={"deletion_auc": ("lower", "Deletion AUC of the target probability "
-                                                    "(Petsiuk 2018)")})
+
+@register_metric(
+    "deletion",
+    category="faithfulness",
+    options_of=deletion,
+    options=("steps",),
+    columns={"deletion_auc": ("lower", "Deletion AUC of the target probability (Petsiuk 2018)")},
+)
 def _score_deletion(batch: Batch, **options) -> dict:
-    r = deletion(batch.probabilities, batch.x, batch.maps, batch.targets, key=batch.keys,
-                 chunk_size=batch.chunk_size, **options)
+    r = deletion(
+        batch.probabilities,
+        batch.x,
+        batch.maps,
+        batch.targets,
+        key=batch.keys,
+        chunk_size=batch.chunk_size,
+        **options,
+    )
     return {"deletion_auc": r["auc"], "deletion_curve": r["curve"]}
 
 
-@register_metric("insertion", category="faithfulness", options_of=insertion, options=("steps",),
-                 columns={"insertion_auc": ("higher", "Insertion AUC from a black canvas "
-                                                      "(Petsiuk 2018)")})
+@register_metric(
+    "insertion",
+    category="faithfulness",
+    options_of=insertion,
+    options=("steps",),
+    columns={"insertion_auc": ("higher", "Insertion AUC from a black canvas (Petsiuk 2018)")},
+)
 def _score_insertion(batch: Batch, **options) -> dict:
-    r = insertion(batch.probabilities, batch.x, batch.maps, batch.targets, key=batch.keys,
-                  chunk_size=batch.chunk_size, **options)
+    r = insertion(
+        batch.probabilities,
+        batch.x,
+        batch.maps,
+        batch.targets,
+        key=batch.keys,
+        chunk_size=batch.chunk_size,
+        **options,
+    )
     return {"insertion_auc": r["auc"], "insertion_curve": r["curve"]}
 
 
-@register_metric("region_perturbation", category="faithfulness", options_of=region_perturbation,
-                 options=("patch", "regions"),
-                 columns={"morf_aopc": ("higher", "Region perturbation AOPC, most relevant first "
-                                                  "(Samek 2017)"),
-                          "lerf_aopc": ("lower", "Region perturbation AOPC, least relevant first "
-                                                 "(Samek 2017)")})
+@register_metric(
+    "region_perturbation",
+    category="faithfulness",
+    options_of=region_perturbation,
+    options=("patch", "regions"),
+    columns={
+        "morf_aopc": ("higher", "Region perturbation AOPC, most relevant first (Samek 2017)"),
+        "lerf_aopc": ("lower", "Region perturbation AOPC, least relevant first (Samek 2017)"),
+    },
+)
 def _score_region_perturbation(batch: Batch, **options) -> dict:
     args = (batch.probabilities, batch.x, batch.maps, batch.targets)
     kw = dict(key=batch.keys, chunk_size=batch.chunk_size, **options)
-    return {f"{order}_aopc": region_perturbation(*args, order=order, **kw)["aopc"]
-            for order in ORDERS}
+    return {
+        f"{order}_aopc": region_perturbation(*args, order=order, **kw)["aopc"] for order in ORDERS
+    }
 
 
 def _faithfulness_shared(batch: Batch, **options):
-    return faithfulness_drops(batch.logits, batch.x, batch.targets, key=batch.keys,
-                              chunk_size=batch.chunk_size, **options)
+    return faithfulness_drops(
+        batch.logits, batch.x, batch.targets, key=batch.keys, chunk_size=batch.chunk_size, **options
+    )
 
 
-@register_metric("faithfulness_correlation", category="faithfulness",
-                 options_of=faithfulness_correlation, options=("runs", "subset"),
-                 shared=_faithfulness_shared,
-                 columns={"faithfulness_corr": ("higher", "Faithfulness correlation, target logit "
-                                                          "(Bhatt 2020)")})
+@register_metric(
+    "faithfulness_correlation",
+    category="faithfulness",
+    options_of=faithfulness_correlation,
+    options=("runs", "subset"),
+    shared=_faithfulness_shared,
+    columns={
+        "faithfulness_corr": ("higher", "Faithfulness correlation, target logit (Bhatt 2020)")
+    },
+)
 def _score_faithfulness_correlation(batch: Batch, **options) -> dict:
-    return {"faithfulness_corr": faithfulness_correlation(
-        batch.logits, batch.x, batch.maps, batch.targets, key=batch.keys,
-        chunk_size=batch.chunk_size, drops=batch.shared, **options)}
+    return {
+        "faithfulness_corr": faithfulness_correlation(
+            batch.logits,
+            batch.x,
+            batch.maps,
+            batch.targets,
+            key=batch.keys,
+            chunk_size=batch.chunk_size,
+            drops=batch.shared,
+            **options,
+        )
+    }
 
 
 def _infidelity_shared(batch: Batch, **options):
-    return infidelity_drops(batch.logits, batch.x, batch.targets, key=batch.keys,
-                            chunk_size=batch.chunk_size, **options)
+    return infidelity_drops(
+        batch.logits, batch.x, batch.targets, key=batch.keys, chunk_size=batch.chunk_size, **options
+    )
 
 
-@register_metric("infidelity", category="faithfulness", options_of=infidelity,
-                 options=("samples", "patch"), shared=_infidelity_shared,
-                 columns={"infidelity": ("lower", "Scale-optimal normalised infidelity, square "
-                                                  "removal, target logit (Yeh 2019)")})
+@register_metric(
+    "infidelity",
+    category="faithfulness",
+    options_of=infidelity,
+    options=("samples", "patch"),
+    shared=_infidelity_shared,
+    columns={
+        "infidelity": (
+            "lower",
+            "Scale-optimal normalised infidelity, square removal, target logit (Yeh 2019)",
+        )
+    },
+)
 def _score_infidelity(batch: Batch, **options) -> dict:
-    return {"infidelity": infidelity(batch.logits, batch.x, batch.maps, batch.targets,
-                                     key=batch.keys, chunk_size=batch.chunk_size,
-                                     drops=batch.shared, **options)}
+    return {
+        "infidelity": infidelity(
+            batch.logits,
+            batch.x,
+            batch.maps,
+            batch.targets,
+            key=batch.keys,
+            chunk_size=batch.chunk_size,
+            drops=batch.shared,
+            **options,
+        )
+    }

@@ -33,19 +33,20 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, win: int = 7) -
     a ``win`` x ``win`` uniform window, K1 = 0.01, K2 = 0.03, sample covariances, the mean over
     the pixels whose window lies inside the image."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    window = jnp.full((win, win), 1.0 / win ** 2, jnp.float32)
+    window = jnp.full((win, win), 1.0 / win**2, jnp.float32)
     filt = functools.partial(jax.scipy.signal.convolve2d, in2=window, mode="valid")
     a, b = a.astype(jnp.float32), b.astype(jnp.float32)
     ua, ub = filt(a), filt(b)
-    cov = win ** 2 / (win ** 2 - 1)
+    cov = win**2 / (win**2 - 1)
     va, vb = cov * (filt(a * a) - ua * ua), cov * (filt(b * b) - ub * ub)
     vab = cov * (filt(a * b) - ua * ub)
     s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
     return s.mean()
 
 
-def cascading_randomization(classifier, key: jax.Array,
-                            stages: Optional[Sequence[str]] = None) -> list:
+def cascading_randomization(
+    classifier, key: jax.Array, stages: Optional[Sequence[str]] = None
+) -> list:
     """``[(stage, classifier)]``: ``classifier`` with the layers of ``stages`` (default: every
     stage of its specification's ``cascade``, from the output down) re-initialized cumulatively
     from the top (stage k re-initializes stages[0..k]).
@@ -69,8 +70,12 @@ def cascading_randomization(classifier, key: jax.Array,
             params[scope] = fresh["params"][scope]
             if scope in fresh["batch_stats"]:
                 stats[scope] = fresh["batch_stats"][scope]
-        out.append((stage, classifier.replace(variables={"params": dict(params),
-                                                         "batch_stats": dict(stats)})))
+        out.append(
+            (
+                stage,
+                classifier.replace(variables={"params": dict(params), "batch_stats": dict(stats)}),
+            )
+        )
     return out
 
 
@@ -92,8 +97,9 @@ def _compare(reference, maps, *, absolute):
     return _similarities(reference, maps, absolute)
 
 
-def model_parameter_randomization(explain_fn: ExplainFn, model, randomized: Sequence, x, targets,
-                                  *, key, absolute: bool = True) -> dict:
+def model_parameter_randomization(
+    explain_fn: ExplainFn, model, randomized: Sequence, x, targets, *, key, absolute: bool = True
+) -> dict:
     """Rank correlation and SSIM between the maps of ``model`` and of each randomized model.
 
     Args:
@@ -121,15 +127,20 @@ def model_parameter_randomization(explain_fn: ExplainFn, model, randomized: Sequ
     return out
 
 
-@register_metric("randomization", category="sanity", reexplains=True,
-                 setup=lambda classifier, key: cascading_randomization(classifier, key),
-                 columns={"randomization_spearman": ("lower", "Spearman rho, all layers randomized "
-                                                              "(Adebayo 2018)"),
-                          "randomization_ssim": ("lower", "SSIM, all layers randomized "
-                                                          "(Adebayo 2018)")})
+@register_metric(
+    "randomization",
+    category="sanity",
+    reexplains=True,
+    setup=lambda classifier, key: cascading_randomization(classifier, key),
+    columns={
+        "randomization_spearman": ("lower", "Spearman rho, all layers randomized (Adebayo 2018)"),
+        "randomization_ssim": ("lower", "SSIM, all layers randomized (Adebayo 2018)"),
+    },
+)
 def _score_randomization(batch: Batch) -> dict:
-    sims = model_parameter_randomization(batch.explain_fn, batch.classifier, batch.state, batch.x,
-                                         batch.targets, key=batch.keys)
+    sims = model_parameter_randomization(
+        batch.explain_fn, batch.classifier, batch.state, batch.x, batch.targets, key=batch.keys
+    )
     out = {f"cascade_{m}_{stage}": s[m] for stage, s in sims.items() for m in ("spearman", "ssim")}
     last = sims[batch.state[-1][0]]
     return {"randomization_spearman": last["spearman"], "randomization_ssim": last["ssim"], **out}

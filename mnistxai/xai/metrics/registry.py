@@ -77,12 +77,20 @@ _METRICS: dict[str, Metric] = {}
 METRICS: Mapping[str, Metric] = types.MappingProxyType(_METRICS)
 
 
-def register_metric(name: str, *, category: str, columns: Mapping[str, tuple[Better, str]],
-                    options_of: Optional[Callable] = None, options: tuple[str, ...] = (),
-                    checks: Optional[Mapping[str, Check]] = None, reexplains: bool = False,
-                    setup: Optional[Callable] = None,
-                    shared: Optional[Callable] = None) -> Callable[[Callable], Callable]:
+def register_metric(
+    name: str,
+    *,
+    category: str,
+    columns: Mapping[str, tuple[Better, str]],
+    options_of: Optional[Callable] = None,
+    options: tuple[str, ...] = (),
+    checks: Optional[Mapping[str, Check]] = None,
+    reexplains: bool = False,
+    setup: Optional[Callable] = None,
+    shared: Optional[Callable] = None,
+) -> Callable[[Callable], Callable]:
     """Decorator: register the decorated ``fn(batch, **options) -> dict`` as metric ``name``."""
+
     def decorate(fn: Callable) -> Callable:
         if name in _METRICS:
             raise ValueError(f"metric {name!r} is registered twice")
@@ -98,6 +106,7 @@ def register_metric(name: str, *, category: str, columns: Mapping[str, tuple[Bet
         _METRICS.clear()
         _METRICS.update((m.name, m) for m in ordered)
         return fn
+
     return decorate
 
 

@@ -15,8 +15,12 @@ import numpy as np
 
 from mnistxai.util.jit import jit
 from mnistxai.xai._inputs import real
-from mnistxai.xai.metrics._common import (check_inputs, check_positive, example_keys,
-                                          normalize_by_max)
+from mnistxai.xai.metrics._common import (
+    check_inputs,
+    check_positive,
+    example_keys,
+    normalize_by_max,
+)
 from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.util.errors import InputError
 
@@ -41,12 +45,23 @@ def _max_sensitivity(explain_fn, model, x, attributions, targets, keys, *, sampl
         maps = normalize_by_max(explain_fn(model, xp, targets, ks).astype(jnp.float32))
         ratio = _fro(maps - base) / jnp.where(base_norm > 0, base_norm, 1.0)
         return jnp.maximum(worst, ratio), None
+
     worst, _ = jax.lax.scan(step, jnp.zeros(x.shape[:1], jnp.float32), jnp.arange(samples))
     return worst
 
 
-def max_sensitivity(explain_fn: ExplainFn, model, x, attributions, targets, *, key,
-                    samples: int = 10, radius: float = 0.2, clip=(0.0, 1.0)) -> jax.Array:
+def max_sensitivity(
+    explain_fn: ExplainFn,
+    model,
+    x,
+    attributions,
+    targets,
+    *,
+    key,
+    samples: int = 10,
+    radius: float = 0.2,
+    clip=(0.0, 1.0),
+) -> jax.Array:
     """Max-sensitivity (Yeh et al. 2019, arXiv:1901.09392). Lower is better.
 
     max over ``samples`` draws of delta ~ U[-radius, radius]^d of
@@ -69,16 +84,37 @@ def max_sensitivity(explain_fn: ExplainFn, model, x, attributions, targets, *, k
     if not radius > 0:
         raise InputError(f"radius must be > 0, got {radius}")
     clip = None if clip is None else (float(clip[0]), float(clip[1]))
-    return _max_sensitivity(explain_fn, model, x, attributions, targets,
-                            example_keys(key, np.shape(x)[0]), samples=samples,
-                            radius=float(radius), clip=clip)
+    return _max_sensitivity(
+        explain_fn,
+        model,
+        x,
+        attributions,
+        targets,
+        example_keys(key, np.shape(x)[0]),
+        samples=samples,
+        radius=float(radius),
+        clip=clip,
+    )
 
 
-@register_metric("max_sensitivity", category="robustness", options_of=max_sensitivity,
-                 options=("samples", "radius"), checks={"radius": real(0.0, open_lo=True)},
-                 reexplains=True,
-                 columns={"max_sensitivity": ("lower", "Max-sensitivity, radius 0.2 (Yeh 2019)")})
+@register_metric(
+    "max_sensitivity",
+    category="robustness",
+    options_of=max_sensitivity,
+    options=("samples", "radius"),
+    checks={"radius": real(0.0, open_lo=True)},
+    reexplains=True,
+    columns={"max_sensitivity": ("lower", "Max-sensitivity, radius 0.2 (Yeh 2019)")},
+)
 def _score_max_sensitivity(batch: Batch, **options) -> dict:
-    return {"max_sensitivity": max_sensitivity(batch.explain_fn, batch.classifier, batch.x,
-                                               batch.maps, batch.targets, key=batch.keys,
-                                               **options)}
+    return {
+        "max_sensitivity": max_sensitivity(
+            batch.explain_fn,
+            batch.classifier,
+            batch.x,
+            batch.maps,
+            batch.targets,
+            key=batch.keys,
+            **options,
+        )
+    }

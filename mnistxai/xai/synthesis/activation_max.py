@@ -1,14 +1,18 @@
-"""Activation maximization: the input that excites a class or a neuron most, in pixels or a generator's code.
+"""Activation maximization: the input that excites a class or a neuron most, in pixels or a
+generator's code.
 
-Lucid's three orthogonal pieces (Olah, Mordvintsev & Schubert 2017, "Feature Visualization"), and one
+Lucid's three orthogonal pieces (Olah, Mordvintsev & Schubert 2017, "Feature Visualization"), and
+one
 ``maximize`` loop combining them:
 
 * **objective** - what to maximize (``OBJECTIVES``): ``"logit"`` of a class, ``"probability"`` of a
   class (softmax), ``"channel"``: the spatial mean of one channel of a conv layer (``layer``:
   conv1..conv6 or block1..3), ``"unit"``: one unit of the penultimate ``dense`` layer (post-ReLU).
 * **parameterization** - what is optimized (``PARAMETERIZATIONS``): ``"pixels"`` (Erhan et al. 2009;
-  Simonyan et al. 2014's "simple AM with L2 regularization"), ``"generator"``: the code z of a trained
-  ``GeneratorModel`` (DGN-AM, Nguyen et al. 2016), or ``"vae"``: the code z of a ``VAEModel``'s decoder.
+  Simonyan et al. 2014's "simple AM with L2 regularization"), ``"generator"``: the code z of a
+  trained
+  ``GeneratorModel`` (DGN-AM, Nguyen et al. 2016), or ``"vae"``: the code z of a ``VAEModel``'s
+  decoder.
 * **regularizers** (``Regularizers``): L2 penalty on the image, total variation, random jitter,
   Gaussian blur every k steps, clipping to [0, 1] (pixels); a Gaussian-prior penalty and clipping on
   the code (latent parameterizations).
@@ -17,7 +21,8 @@ Every (target, start) pair is optimized at once: ``vmap`` over targets (ten clas
 and over random starts. Start s uses ``jax.random.split(key, starts)[s]`` for its initial value and
 its jitter, whatever the targets: a run with ``targets=[k]`` reproduces row k of a run over all.
 
-    result = maximize(classifier, "logit", key=jax.random.key(0))                     # (10, 4) images
+    result = maximize(classifier, "logit", key=jax.random.key(0))                     # (10, 4)
+    images
     result = maximize(classifier, "probability", key=key, parameterization="generator",
                       decoder=load_generator("runs/generator"))                        # DGN-AM
     success_rate(result)   # fraction of images the CNN classifies as their target class
@@ -49,7 +54,8 @@ PARAMETERIZATIONS = ("pixels", "generator", "vae")
 class Regularizers:
     """Transforms and penalties (a zero weight, 0 steps or None turns one off exactly).
 
-    ``l2``, ``tv``, ``blur_*`` and ``clip`` act on the pixel parameterization, ``latent_*`` on codes;
+    ``l2``, ``tv``, ``blur_*`` and ``clip`` act on the pixel parameterization, ``latent_*`` on
+    codes;
     ``jitter`` on the image the classifier sees, in every parameterization.
 
     Attributes:
@@ -80,7 +86,10 @@ class Regularizers:
             if not (np.isfinite(value) and value >= 0):
                 raise InputError(f"regularizer {name} must be a finite number >= 0, got {value}")
         if not 0 <= self.jitter <= 8 or not 0 <= self.blur_every:
-            raise InputError(f"jitter must be in 0..8 pixels and blur_every >= 0, got {self.jitter}, {self.blur_every}")
+            raise InputError(
+                f"jitter must be in 0..8 pixels and blur_every >= 0, got {self.jitter}, "
+                f"{self.blur_every}"
+            )
         if self.blur_every and self.blur_sigma <= 0:
             raise InputError("blur_every > 0 needs blur_sigma > 0")
         if self.latent_clip is not None and not self.latent_clip > 0:
@@ -88,7 +97,9 @@ class Regularizers:
         return self
 
 
-NO_REGULARIZERS = Regularizers(l2=0.0, tv=0.0, jitter=0, blur_every=0, clip=False, latent_l2=0.0, latent_clip=None)
+NO_REGULARIZERS = Regularizers(
+    l2=0.0, tv=0.0, jitter=0, blur_every=0, clip=False, latent_l2=0.0, latent_clip=None
+)
 
 
 @struct.dataclass
@@ -115,7 +126,10 @@ class AMResult:
 
 # ---- objectives: (classifier, images (N,28,28,1), index) -> (N,) ------------------------------
 
-def objective_value(classifier: Classifier, objective: str, layer: str, x: jax.Array, index) -> jax.Array:
+
+def objective_value(
+    classifier: Classifier, objective: str, layer: str, x: jax.Array, index
+) -> jax.Array:
     """The objective for each image of x (N, 28, 28, 1): one value (N,) per image."""
     if objective == "logit":
         return classifier.logits(x)[:, index]
@@ -136,6 +150,7 @@ def num_targets(classifier: Classifier, objective: str, layer: str) -> int:
 
 # ---- transforms ----------------------------------------------------------------------------------
 
+
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     """Separable Gaussian blur of one image (H, W, C), zero padding, radius ceil(2 sigma)."""
     radius = max(1, math.ceil(2 * sigma))
@@ -144,8 +159,9 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     k = k / k.sum()
     c = x.shape[-1]
     kernel = (k[:, None] * k[None, :])[:, :, None, None] * jnp.eye(c, dtype=x.dtype)[None, None]
-    return jax.lax.conv_general_dilated(x[None], kernel, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+    return jax.lax.conv_general_dilated(
+        x[None], kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )[0]
 
 
 def total_variation(x: jax.Array) -> jax.Array:
@@ -160,6 +176,7 @@ def jitter_image(x: jax.Array, key: jax.Array, pixels: int) -> jax.Array:
 
 
 # ---- parameterizations ---------------------------------------------------------------------------
+
 
 def _to_image(parameterization: str, decoder, param: jax.Array) -> jax.Array:
     if parameterization == "pixels":
@@ -180,14 +197,29 @@ def _init_param(parameterization: str, decoder, key: jax.Array) -> jax.Array:
 def _project(parameterization: str, reg: Regularizers, param: jax.Array, step) -> jax.Array:
     if parameterization == "pixels":
         if reg.blur_every:
-            param = jax.lax.cond((step + 1) % reg.blur_every == 0,
-                                 lambda p: gaussian_blur(p, reg.blur_sigma), lambda p: p, param)
+            param = jax.lax.cond(
+                (step + 1) % reg.blur_every == 0,
+                lambda p: gaussian_blur(p, reg.blur_sigma),
+                lambda p: p,
+                param,
+            )
         return jnp.clip(param, 0.0, 1.0) if reg.clip else param
     return param if reg.latent_clip is None else jnp.clip(param, -reg.latent_clip, reg.latent_clip)
 
 
-def _render_one(classifier, decoder, index, key, *, objective, layer, parameterization, steps, lr,
-                reg: Regularizers):
+def _render_one(
+    classifier,
+    decoder,
+    index,
+    key,
+    *,
+    objective,
+    layer,
+    parameterization,
+    steps,
+    lr,
+    reg: Regularizers,
+):
     """Optimize one (target, start): returns (param, trajectory (steps,), initial, final)."""
     tx = optax.adam(lr)
     value_of = lambda img: objective_value(classifier, objective, layer, img[None], index)[0]  # noqa: E731
@@ -196,15 +228,19 @@ def _render_one(classifier, decoder, index, key, *, objective, layer, parameteri
 
     def loss(p, step):
         image = _to_image(parameterization, decoder, p)
-        seen = jitter_image(image, jax.random.fold_in(jitter_key, step), reg.jitter) if reg.jitter else image
+        seen = (
+            jitter_image(image, jax.random.fold_in(jitter_key, step), reg.jitter)
+            if reg.jitter
+            else image
+        )
         value = value_of(seen)
         penalty = 0.0
         if reg.l2 and parameterization == "pixels":
-            penalty += reg.l2 * jnp.sum(image ** 2)
+            penalty += reg.l2 * jnp.sum(image**2)
         if reg.tv and parameterization == "pixels":
             penalty += reg.tv * total_variation(image)
         if reg.latent_l2 and parameterization != "pixels":
-            penalty += reg.latent_l2 * jnp.sum(p ** 2)
+            penalty += reg.latent_l2 * jnp.sum(p**2)
         return penalty - value, value
 
     def step_fn(carry, step):
@@ -221,19 +257,42 @@ def _render_one(classifier, decoder, index, key, *, objective, layer, parameteri
     return image, trajectory, initial, value_of(image), prediction, param
 
 
-@partial(jit, static_argnames=("objective", "layer", "parameterization", "steps", "starts", "lr", "reg"))
-def _render(classifier, decoder, targets, key, *, objective, layer, parameterization, steps, starts, lr, reg):
-    one = partial(_render_one, classifier, decoder, objective=objective, layer=layer,
-                  parameterization=parameterization, steps=steps, lr=lr, reg=reg)
+@partial(
+    jit, static_argnames=("objective", "layer", "parameterization", "steps", "starts", "lr", "reg")
+)
+def _render(
+    classifier, decoder, targets, key, *, objective, layer, parameterization, steps, starts, lr, reg
+):
+    one = partial(
+        _render_one,
+        classifier,
+        decoder,
+        objective=objective,
+        layer=layer,
+        parameterization=parameterization,
+        steps=steps,
+        lr=lr,
+        reg=reg,
+    )
     keys = jax.random.split(key, starts)
     per_target = jax.vmap(one, in_axes=(None, 0))  # over starts
     return jax.vmap(per_target, in_axes=(0, None))(targets, keys)  # over targets
 
 
-def maximize(classifier: Classifier, objective: str = "logit", targets: Optional[Sequence[int]] = None, *,
-             key: jax.Array, layer: str = "block3", starts: int = 4, steps: int = 200, lr: float = 0.05,
-             parameterization: str = "pixels", decoder: Any = None,
-             regularizers: Regularizers = Regularizers()) -> AMResult:
+def maximize(
+    classifier: Classifier,
+    objective: str = "logit",
+    targets: Optional[Sequence[int]] = None,
+    *,
+    key: jax.Array,
+    layer: str = "block3",
+    starts: int = 4,
+    steps: int = 200,
+    lr: float = 0.05,
+    parameterization: str = "pixels",
+    decoder: Any = None,
+    regularizers: Regularizers = Regularizers(),
+) -> AMResult:
     """Activation maximization by gradient ascent (Adam), all targets x starts at once.
 
     Args:
@@ -241,10 +300,12 @@ def maximize(classifier: Classifier, objective: str = "logit", targets: Optional
       objective: one of ``OBJECTIVES`` (default ``"logit"``).
       targets: class / channel / unit indices (default: all ten classes, or every channel/unit).
       key: ``jax.random.key``; start s of every target uses ``split(key, starts)[s]``.
-      layer: the conv layer of the ``"channel"`` objective (conv1..conv6, block1..3; default block3).
+      layer: the conv layer of the ``"channel"`` objective (conv1..conv6, block1..3; default
+      block3).
       starts: random starts per target (4). steps: optimization steps (200).
       lr: Adam learning rate (0.05; pixels live in [0, 1], codes are ~N(0, 1)).
-      parameterization: ``"pixels"`` (default), ``"generator"`` (DGN-AM) or ``"vae"`` (decoder code).
+      parameterization: ``"pixels"`` (default), ``"generator"`` (DGN-AM) or ``"vae"`` (decoder
+      code).
       decoder: the ``GeneratorModel`` / ``VAEModel`` of a latent parameterization.
       regularizers: see ``Regularizers``; ``NO_REGULARIZERS`` turns all off.
 
@@ -254,17 +315,26 @@ def maximize(classifier: Classifier, objective: str = "logit", targets: Optional
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
     if parameterization not in PARAMETERIZATIONS:
-        raise InputError(f"unknown parameterization {parameterization!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+        raise InputError(
+            f"unknown parameterization {parameterization!r}; choose one of "
+            f"{', '.join(PARAMETERIZATIONS)}"
+        )
     if parameterization != "pixels" and decoder is None:
-        raise InputError(f"parameterization {parameterization!r} needs decoder= (a trained "
-                         f"{'GeneratorModel' if parameterization == 'generator' else 'VAEModel'})")
+        raise InputError(
+            f"parameterization {parameterization!r} needs decoder= (a trained "
+            f"{'GeneratorModel' if parameterization == 'generator' else 'VAEModel'})"
+        )
     method = "generate" if parameterization == "generator" else "decode"
     if parameterization != "pixels" and not hasattr(decoder, method):
-        raise InputError(f"parameterization {parameterization!r} needs a decoder with .{method}(z), "
-                         f"got {type(decoder).__name__}")
+        raise InputError(
+            f"parameterization {parameterization!r} needs a decoder with .{method}(z), "
+            f"got {type(decoder).__name__}"
+        )
     layer = resolve_layer(layer) if objective == "channel" else "dense"
     if objective == "channel" and layer not in CONV_LAYERS:
-        raise InputError(f"the channel objective needs a conv layer ({', '.join(CONV_LAYERS)}), got {layer!r}")
+        raise InputError(
+            f"the channel objective needs a conv layer ({', '.join(CONV_LAYERS)}), got {layer!r}"
+        )
     for name, value in (("starts", starts), ("steps", steps)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise InputError(f"{name} must be an integer >= 1, got {value!r}")
@@ -276,12 +346,26 @@ def maximize(classifier: Classifier, objective: str = "logit", targets: Optional
     if targets.ndim != 1 or len(targets) == 0 or not np.issubdtype(targets.dtype, np.integer):
         raise InputError(f"targets must be a non-empty 1-D sequence of ints, got {targets!r}")
     if targets.min() < 0 or targets.max() >= n:
-        raise InputError(f"targets must lie in [0, {n - 1}] for objective {objective!r}, got {targets.min()}..{targets.max()}")
+        raise InputError(
+            f"targets must lie in [0, {n - 1}] for objective {objective!r}, got "
+            f"{targets.min()}..{targets.max()}"
+        )
     images, trajectory, initial, final, predictions, params = _render(
-        classifier, decoder if parameterization != "pixels" else None, jnp.asarray(targets, jnp.int32), key,
-        objective=objective, layer=layer, parameterization=parameterization, steps=int(steps),
-        starts=int(starts), lr=float(lr), reg=regularizers)
-    return AMResult(images, trajectory, initial, final, predictions, params, jnp.asarray(targets, jnp.int32))
+        classifier,
+        decoder if parameterization != "pixels" else None,
+        jnp.asarray(targets, jnp.int32),
+        key,
+        objective=objective,
+        layer=layer,
+        parameterization=parameterization,
+        steps=int(steps),
+        starts=int(starts),
+        lr=float(lr),
+        reg=regularizers,
+    )
+    return AMResult(
+        images, trajectory, initial, final, predictions, params, jnp.asarray(targets, jnp.int32)
+    )
 
 
 def success_rate(result: AMResult) -> float:

@@ -1,11 +1,14 @@
-"""Counterfactuals: the smallest change that makes the CNN say a chosen class, in pixels or in a VAE's code.
+"""Counterfactuals: the smallest change that makes the CNN say a chosen class, in pixels or in a
+VAE's code.
 
 Targeted projected gradient descent (Madry et al. 2018) on the cross-entropy to the target class:
 
-* pixel space, L-infinity budget eps: x <- clip(x + a sign(g)), projected onto |x' - x|_inf <= eps and [0, 1];
+* pixel space, L-infinity budget eps: x <- clip(x + a sign(g)), projected onto |x' - x|_inf <= eps
+and [0, 1];
 * pixel space, L2 budget eps: x <- x + a g / |g|_2, projected onto |x' - x|_2 <= eps, then [0, 1]
   (clipping to [0, 1] only moves coordinates towards x, so the budget still holds);
-* VAE latent space, L2 budget eps on the code: z = mean of q(z | x), dz <- dz + a g / |g|_2 projected onto
+* VAE latent space, L2 budget eps on the code: z = mean of q(z | x), dz <- dz + a g / |g|_2
+projected onto
   |dz|_2 <= eps, counterfactual = decode(z + dz) - a plausible digit rather than adversarial noise.
 
 ``smallest_budget`` runs PGD for a grid of budgets at once (``vmap`` over budgets and examples) and
@@ -32,9 +35,11 @@ from mnistxai.util.errors import InputError
 
 SPACES = ("pixels", "latent")
 NORMS = ("linf", "l2")
-DEFAULT_BUDGETS = {"linf": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
-                   "l2": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
-                   "latent": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)}
+DEFAULT_BUDGETS = {
+    "linf": (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+    "l2": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+    "latent": (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+}
 
 
 @struct.dataclass
@@ -63,7 +68,7 @@ class Counterfactual:
 
 
 def _l2(v):
-    return jnp.sqrt(jnp.sum(v ** 2))
+    return jnp.sqrt(jnp.sum(v**2))
 
 
 def _unit(g):
@@ -106,14 +111,20 @@ def _pgd_latent_one(vae, classifier, x, target, eps, *, steps, step_size):
 
 @partial(jit, static_argnames=("space", "norm", "steps", "step_size"))
 def _attack(classifier, vae, x, targets, budgets, *, space, norm, steps, step_size):
-    """(images (B, K, 28, 28, 1), distances (B, K), probabilities (B, K, 10)) for every example x budget."""
+    """(images (B, K, 28, 28, 1), distances (B, K), probabilities (B, K, 10)) for every example x
+    budget."""
+
     def one(xi, ti, eps):
         if space == "pixels":
-            adv = _pgd_pixels_one(classifier, xi, ti, eps, norm=norm, steps=steps, step_size=step_size)
+            adv = _pgd_pixels_one(
+                classifier, xi, ti, eps, norm=norm, steps=steps, step_size=step_size
+            )
             d = adv - xi
             dist = jnp.abs(d).max() if norm == "linf" else _l2(d)
         else:
-            adv, dz = _pgd_latent_one(vae, classifier, xi, ti, eps, steps=steps, step_size=step_size)
+            adv, dz = _pgd_latent_one(
+                vae, classifier, xi, ti, eps, steps=steps, step_size=step_size
+            )
             dist = _l2(dz)
         return adv, dist, jax.nn.softmax(classifier.logits(adv[None])[0])
 
@@ -132,7 +143,9 @@ def _check(classifier, images, targets, space, norm, vae, steps, step_size):
     if norm not in NORMS:
         raise InputError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
     if space == "latent" and (vae is None or not hasattr(vae, "decode")):
-        raise InputError("space='latent' needs vae= (a trained VAEModel: mnistxai.training.checkpoint.load_vae)")
+        raise InputError(
+            "space='latent' needs vae= (a trained VAEModel: mnistxai.training.checkpoint.load_vae)"
+        )
     if space == "latent" and norm != "l2":
         raise InputError("the latent space takes an L2 budget only (norm='l2')")
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -147,42 +160,101 @@ def _check(classifier, images, targets, space, norm, vae, steps, step_size):
     return jnp.asarray(x), jnp.asarray(t)
 
 
-def pgd(classifier: Classifier, images, targets=None, *, eps: float, space: str = "pixels", norm: str = "linf",
-        vae=None, steps: int = 40, step_size: float = 0.1) -> jax.Array:
+def pgd(
+    classifier: Classifier,
+    images,
+    targets=None,
+    *,
+    eps: float,
+    space: str = "pixels",
+    norm: str = "linf",
+    vae=None,
+    steps: int = 40,
+    step_size: float = 0.1,
+) -> jax.Array:
     """Targeted PGD with one budget: counterfactual images (B, 28, 28, 1) in [0, 1].
 
     Args:
       classifier: the CNN. images: (B, 28, 28[, 1]) uint8 or float in [0, 1].
       targets: int or (B,) target classes (default: each image's runner-up class).
       eps: the budget (L-inf or L2 in pixel units; L2 in code units for the latent space).
-      space: ``"pixels"`` (default) or ``"latent"`` (needs ``vae``). norm: ``"linf"`` (default) or ``"l2"``.
-      steps: PGD steps (40). step_size: step length as a fraction of eps (0.1; Madry et al. use 2.5 eps / steps).
+      space: ``"pixels"`` (default) or ``"latent"`` (needs ``vae``). norm: ``"linf"`` (default) or
+      ``"l2"``.
+      steps: PGD steps (40). step_size: step length as a fraction of eps (0.1; Madry et al. use 2.5
+      eps / steps).
     """
-    cf = smallest_budget(classifier, images, targets, budgets=(eps,), space=space, norm=norm, vae=vae,
-                         steps=steps, step_size=step_size)
+    cf = smallest_budget(
+        classifier,
+        images,
+        targets,
+        budgets=(eps,),
+        space=space,
+        norm=norm,
+        vae=vae,
+        steps=steps,
+        step_size=step_size,
+    )
     return cf.images
 
 
-def smallest_budget(classifier: Classifier, images, targets=None, *, budgets: Optional[tuple] = None,
-                    space: str = "pixels", norm: str = "linf", vae=None, steps: int = 40,
-                    step_size: float = 0.1) -> Counterfactual:
-    """The smallest budget of a grid that flips each example to its target class, and its counterfactual.
+def smallest_budget(
+    classifier: Classifier,
+    images,
+    targets=None,
+    *,
+    budgets: Optional[tuple] = None,
+    space: str = "pixels",
+    norm: str = "linf",
+    vae=None,
+    steps: int = 40,
+    step_size: float = 0.1,
+) -> Counterfactual:
+    """The smallest budget of a grid that flips each example to its target class, and its
+    counterfactual.
 
     Args:
       budgets: increasing positive budgets (default ``DEFAULT_BUDGETS[norm]``, or ``["latent"]``).
       Others: as in ``pgd``.
     """
     x, t = _check(classifier, images, targets, space, norm, vae, steps, step_size)
-    grid = np.asarray(budgets if budgets is not None else DEFAULT_BUDGETS["latent" if space == "latent" else norm],
-                      np.float32)
-    if grid.ndim != 1 or len(grid) == 0 or not np.all(np.isfinite(grid)) or grid.min() <= 0 or np.any(np.diff(grid) <= 0):
-        raise InputError(f"budgets must be a non-empty increasing sequence of positive numbers, got {budgets!r}")
-    adv, dist, probs = _attack(classifier, vae if space == "latent" else None, x, t, jnp.asarray(grid),
-                               space=space, norm=norm, steps=int(steps), step_size=float(step_size))
+    grid = np.asarray(
+        budgets
+        if budgets is not None
+        else DEFAULT_BUDGETS["latent" if space == "latent" else norm],
+        np.float32,
+    )
+    if (
+        grid.ndim != 1
+        or len(grid) == 0
+        or not np.all(np.isfinite(grid))
+        or grid.min() <= 0
+        or np.any(np.diff(grid) <= 0)
+    ):
+        raise InputError(
+            f"budgets must be a non-empty increasing sequence of positive numbers, got {budgets!r}"
+        )
+    adv, dist, probs = _attack(
+        classifier,
+        vae if space == "latent" else None,
+        x,
+        t,
+        jnp.asarray(grid),
+        space=space,
+        norm=norm,
+        steps=int(steps),
+        step_size=float(step_size),
+    )
     success = jnp.argmax(probs, -1) == t[:, None]
     flipped = success.any(1)
     first = jnp.where(flipped, jnp.argmax(success, 1), len(grid) - 1)
     pick = lambda a: jnp.take_along_axis(a, first.reshape((-1,) + (1,) * (a.ndim - 1)), 1)[:, 0]  # noqa: E731
-    return Counterfactual(images=pick(adv), budget=jnp.where(flipped, jnp.asarray(grid)[first], jnp.inf),
-                          flipped=flipped, targets=t, distance=pick(dist), probabilities=pick(probs),
-                          success=success, budgets=jnp.asarray(grid))
+    return Counterfactual(
+        images=pick(adv),
+        budget=jnp.where(flipped, jnp.asarray(grid)[first], jnp.inf),
+        flipped=flipped,
+        targets=t,
+        distance=pick(dist),
+        probabilities=pick(probs),
+        success=success,
+        budgets=jnp.asarray(grid),
+    )

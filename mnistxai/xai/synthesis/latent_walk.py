@@ -1,9 +1,11 @@
-"""Latent walks between two digits: where the classifier's decision flips, and what changes across it.
+"""Latent walks between two digits: where the classifier's decision flips, and what changes across
+it.
 
 Encode two images with the VAE (posterior means z0, z1), walk the latent space from z0 to z1
 (``"linear"``, or ``"spherical"``: slerp, which keeps the norm of Gaussian codes typical), decode
 every step, and classify it with the CNN and with the VAE's latent classifier. The **decision flip
-point** is bracketed on the grid (the first step whose class differs from the start's) and refined by
+point** is bracketed on the grid (the first step whose class differs from the start's) and refined
+by
 bisection until the bracket [t_lo, t_hi] is at most ``tol`` wide: the class at t_lo is the start's,
 the class at t_hi is not. The **contrastive difference image** ``decode(t* + w) - decode(t* - w)``
 around the flip t* shows "what separates a 4 from a 9" (contrastive explanations by latent
@@ -14,7 +16,8 @@ confusion matrix (``confused_pairs``: the most-confused class pairs, one correct
 image of each class).
 
     w = walk(vae, classifier, images[idx0], images[idx1], steps=11, kind="spherical")
-    w.images (P, 11, 28, 28, 1), w.cnn_probs (P, 11, 10), w.t_lo / w.t_hi (P,), w.contrast (P, 28, 28, 1)
+    w.images (P, 11, 28, 28, 1), w.cnn_probs (P, 11, 10), w.t_lo / w.t_hi (P,), w.contrast (P, 28,
+    28, 1)
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class Walk:
 
     Attributes:
       ts: (steps,) the path positions in [0, 1].
-      images: (P, steps, 28, 28, 1) decoded steps in [0, 1] (the strip); images[:, 0] and [:, -1] are
+      images: (P, steps, 28, 28, 1) decoded steps in [0, 1] (the strip); images[:, 0] and [:, -1]
+      are
         the reconstructions of the two inputs.
       cnn_probs, latent_probs: (P, steps, 10) class probabilities of the CNN (on the decoded images)
         and of the latent classifier (on the codes).
@@ -90,7 +94,9 @@ def bisection_steps(width: float, tol: float) -> int:
     return max(0, math.ceil(math.log2(width / tol))) if width > tol else 0
 
 
-def _walk_one(vae: VAEModel, classifier: Classifier, x0, x1, *, steps, kind, tol, by, contrast_width):
+def _walk_one(
+    vae: VAEModel, classifier: Classifier, x0, x1, *, steps, kind, tol, by, contrast_width
+):
     z0, z1 = vae.encode(jnp.stack([x0, x1]))[0]
     ts = jnp.linspace(0.0, 1.0, steps)
     zs = jax.vmap(lambda t: interpolate(z0, z1, t, kind))(ts)
@@ -119,25 +125,63 @@ def _walk_one(vae: VAEModel, classifier: Classifier, x0, x1, *, steps, kind, tol
 
     lo, hi = jax.lax.fori_loop(0, bisection_steps(1.0 / (steps - 1), tol), halve, (lo, hi))
     t_star = 0.5 * (lo + hi)
-    edge = jnp.stack([lo, hi, jnp.minimum(t_star + contrast_width, 1.0), jnp.maximum(t_star - contrast_width, 0.0)])
+    edge = jnp.stack(
+        [
+            lo,
+            hi,
+            jnp.minimum(t_star + contrast_width, 1.0),
+            jnp.maximum(t_star - contrast_width, 0.0),
+        ]
+    )
     edge_images = vae.decode(jax.vmap(lambda t: interpolate(z0, z1, t, kind))(edge))
     contrast = jnp.where(flipped, edge_images[2] - edge_images[3], 0.0)
     class_hi = jnp.where(flipped, decide(hi), start)
-    return Walk(ts, images, cnn_probs, latent_probs, flipped, lo, hi, start, class_hi,
-                edge_images[0], edge_images[1], contrast)
+    return Walk(
+        ts,
+        images,
+        cnn_probs,
+        latent_probs,
+        flipped,
+        lo,
+        hi,
+        start,
+        class_hi,
+        edge_images[0],
+        edge_images[1],
+        contrast,
+    )
 
 
 @partial(jax.jit, static_argnames=("steps", "kind", "tol", "by", "contrast_width"))
 def _walk(vae, classifier, x0, x1, *, steps, kind, tol, by, contrast_width):
-    one = partial(_walk_one, vae, classifier, steps=steps, kind=kind, tol=tol, by=by,
-                  contrast_width=contrast_width)
+    one = partial(
+        _walk_one,
+        vae,
+        classifier,
+        steps=steps,
+        kind=kind,
+        tol=tol,
+        by=by,
+        contrast_width=contrast_width,
+    )
     out = jax.vmap(one)(x0, x1)
     return out.replace(ts=out.ts[0])
 
 
-def walk(vae: VAEModel, classifier: Classifier, x0, x1, *, steps: int = 11, kind: str = "linear",
-         tol: float = 1e-3, by: str = "cnn", contrast_width: float = 0.1) -> Walk:
-    """Walk the VAE latent space from each x0[i] to x1[i], with the decision flip point and contrast.
+def walk(
+    vae: VAEModel,
+    classifier: Classifier,
+    x0,
+    x1,
+    *,
+    steps: int = 11,
+    kind: str = "linear",
+    tol: float = 1e-3,
+    by: str = "cnn",
+    contrast_width: float = 0.1,
+) -> Walk:
+    """Walk the VAE latent space from each x0[i] to x1[i], with the decision flip point and
+    contrast.
 
     Args:
       vae: a trained ``VAEModel`` (``mnistxai.training.checkpoint.load_vae``).
@@ -147,7 +191,8 @@ def walk(vae: VAEModel, classifier: Classifier, x0, x1, *, steps: int = 11, kind
       steps: points on the path including both ends (11).
       kind: ``"linear"`` (default) or ``"spherical"``.
       tol: width to which bisection narrows the flip bracket (1e-3).
-      by: whose decision flips: ``"cnn"`` (on decoded images, default) or ``"latent"`` (the latent classifier).
+      by: whose decision flips: ``"cnn"`` (on decoded images, default) or ``"latent"`` (the latent
+      classifier).
       contrast_width: the half-distance w in t of the contrastive difference image (0.1).
 
     Returns:
@@ -165,18 +210,34 @@ def walk(vae: VAEModel, classifier: Classifier, x0, x1, *, steps: int = 11, kind
         raise InputError(f"contrast_width must be in (0, 0.5], got {contrast_width}")
     x0, x1 = as_images(x0, "x0"), as_images(x1, "x1")
     if x0.shape != x1.shape:
-        raise InputError(f"x0 and x1 must hold the same number of images, got {len(x0)} and {len(x1)}")
-    return _walk(vae, classifier, jnp.asarray(x0), jnp.asarray(x1), steps=int(steps), kind=kind,
-                 tol=float(tol), by=by, contrast_width=float(contrast_width))
+        raise InputError(
+            f"x0 and x1 must hold the same number of images, got {len(x0)} and {len(x1)}"
+        )
+    return _walk(
+        vae,
+        classifier,
+        jnp.asarray(x0),
+        jnp.asarray(x1),
+        steps=int(steps),
+        kind=kind,
+        tol=float(tol),
+        by=by,
+        contrast_width=float(contrast_width),
+    )
 
 
 # ---- choosing pairs ------------------------------------------------------------------------------
 
+
 def predict(classifier: Classifier, images, batch_size: int = 1000) -> np.ndarray:
     """The CNN's classes (N,) for images (N, 28, 28[, 1]) (uint8 or float in [0, 1])."""
     x = as_images(images)
-    return np.concatenate([np.asarray(_classes(classifier, x[s:s + batch_size]))
-                           for s in range(0, len(x), batch_size)])
+    return np.concatenate(
+        [
+            np.asarray(_classes(classifier, x[s : s + batch_size]))
+            for s in range(0, len(x), batch_size)
+        ]
+    )
 
 
 @jax.jit
@@ -197,10 +258,16 @@ def most_confused_classes(confusion, k: int = 5) -> list[tuple[int, int, int]]:
     cm = np.asarray(confusion)
     sym = np.triu(cm + cm.T, 1)
     order = np.argsort(sym, axis=None)[::-1][:k]
-    return [(int(a), int(b), int(sym[a, b])) for a, b in zip(*np.unravel_index(order, sym.shape)) if sym[a, b] > 0]
+    return [
+        (int(a), int(b), int(sym[a, b]))
+        for a, b in zip(*np.unravel_index(order, sym.shape))
+        if sym[a, b] > 0
+    ]
 
 
-def pairs_of_classes(labels, predictions, class_pairs, per_pair: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def pairs_of_classes(
+    labels, predictions, class_pairs, per_pair: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (idx0, idx1): for each (a, b, ...) the first ``per_pair`` correctly classified
     images of class a, paired with the first ``per_pair`` of class b."""
     labels, predictions = np.asarray(labels), np.asarray(predictions)
@@ -209,14 +276,17 @@ def pairs_of_classes(labels, predictions, class_pairs, per_pair: int = 1) -> tup
         first_a = np.flatnonzero((labels == a) & (predictions == a))[:per_pair]
         first_b = np.flatnonzero((labels == b) & (predictions == b))[:per_pair]
         if min(len(first_a), len(first_b)) < per_pair:
-            raise InputError(f"fewer than {per_pair} correctly classified images of class {a} or {b}")
+            raise InputError(
+                f"fewer than {per_pair} correctly classified images of class {a} or {b}"
+            )
         idx0.extend(first_a)
         idx1.extend(first_b)
     return np.asarray(idx0), np.asarray(idx1)
 
 
 def confused_pairs(classifier: Classifier, images, labels, n_pairs: int = 5, per_pair: int = 1):
-    """``(idx0, idx1, class_pairs)`` for the ``n_pairs`` most-confused class pairs of the CNN on ``images``."""
+    """``(idx0, idx1, class_pairs)`` for the ``n_pairs`` most-confused class pairs of the CNN on
+    ``images``."""
     predictions = predict(classifier, images)
     class_pairs = most_confused_classes(confusion_matrix(labels, predictions), n_pairs)
     return (*pairs_of_classes(labels, predictions, class_pairs, per_pair), class_pairs)
