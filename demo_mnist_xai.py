@@ -35,6 +35,7 @@ from mnistxai.util import streams
 from mnistxai.xai import parse_methods
 from mnistxai.xai.synthesis import activation_max as am, latent_walk as lw
 from mnistxai.util.errors import InputError
+from mnistxai.util.files import writable_dir
 
 DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 AM_STARTS = {
@@ -99,9 +100,12 @@ def main(argv=None):
     methods = parse_methods(args.methods)
     if args.grid_size < 1 or args.tour_points < 10 or args.am_steps < 1:
         raise InputError("--grid-size and --am-steps must be >= 1, --tour-points >= 10")
+    out = writable_dir(args.out, "--out")
     try:
         classifier = load_classifier(args.checkpoint)
     except CheckpointError as e:
+        if resolve_checkpoint_dir_or_none(args.checkpoint) is not None:
+            raise  # a checkpoint of another kind, or damaged: its message says so
         raise CheckpointError(
             f"{e}. Train one first: python train_mnist.py --workdir {args.checkpoint}"
         ) from None
@@ -116,13 +120,12 @@ def main(argv=None):
     user_image = demo.load_user_image(args.image) if args.image else None
     images, labels = data.load(classifier.dataset, "test", args.data_dir)
     try:
-        background = data.load(classifier.dataset, "train", args.data_dir)[0][:200]
+        background = data.load(classifier.dataset, "train", args.data_dir)[0][: demo.BACKGROUND]
     except data.DataError:
-        background = images[-200:]
+        background = images[-demo.BACKGROUND :]
     background = data.to_model_input(background)
     x_all = data.to_model_input(images)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+
     key = jax.random.key(args.seed)
     print(f"JAX on {jax.devices()[0].platform}; {len(methods)} methods; writing to {out}/")
 
@@ -352,6 +355,13 @@ def main(argv=None):
         settings,
     )
     print(f"wrote {page} in {time.perf_counter() - start:.0f} s")
+
+
+def resolve_checkpoint_dir_or_none(path):
+    try:
+        return resolve_checkpoint_dir(path)
+    except CheckpointError:
+        return None
 
 
 def load_generative(vae_dir: str | None, generator_dir: str | None):

@@ -12,7 +12,6 @@ classifier has learned: they are not meaningful explanations. When a trained che
 
 import os
 import time
-from pathlib import Path
 
 # Compilation is most of this tour's time and the batch is three digits: XLA's quickest backend
 # optimization level compiles ~1.6x faster here and runs these tiny batches about as fast. Set
@@ -50,10 +49,12 @@ def main(argv=None):
     from mnistxai.training.checkpoint import CheckpointError, load_classifier
     from mnistxai.models.classifier import Classifier
     from mnistxai.models.cnn import CNN, init_cnn
+    from mnistxai.util.files import writable_dir
     from mnistxai.xai import parse_methods
 
     if not 1 <= args.digits <= 10:
         raise InputError(f"--digits must be in 1..10, got {args.digits}")
+    out = writable_dir(args.out, "--out")
     methods = parse_methods(args.methods)
     images, labels, source = demo.sample_digits(args.data_dir)
     images, labels = images[: args.digits], labels[: args.digits]
@@ -85,8 +86,6 @@ def main(argv=None):
         rows_preds.append(preds)
         for m in methods:
             row_maps[m].append(maps[m])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     title = "Untrained CNN (top rows): these maps are NOT meaningful explanations" + (
         " | trained CNN (bottom rows)" if "trained" in models else ""
     )

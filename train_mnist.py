@@ -7,18 +7,26 @@ python train_mnist.py --workdir runs/cnn --resume         # continue an interrup
 python train_mnist.py --dataset fashion_mnist --workdir runs/fashion
 python train_mnist.py --init-from runs/fashion --freeze-backbone --workdir runs/transfer
 python train_mnist.py --model vae                         # runs/vae: conv VAE + latent classifier
-python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn   #
-runs/generator: DCGAN
+python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn
+                                                          # runs/generator: DCGAN
+
+Ctrl-C ends with exit code 130: before training starts quietly (nothing to save), during training
+with one line, after a checkpoint at the next step (or after the epoch's evaluation and saves),
+from which --resume continues exactly.
 """
 
 import dataclasses
+import signal
 import sys
 
-from mnistxai.util.cli import ArgumentParser, run_main
-from mnistxai.training.cnn import TrainConfig, train_and_evaluate
-from mnistxai.training.loop import TrainingInterrupted
-from mnistxai.training.generative import GANConfig, VAEConfig, train_generator, train_vae
-from mnistxai.util.errors import InputError
+# until training installs its deferred handler there is nothing to save: a quiet exit
+signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
+
+from mnistxai.util.cli import ArgumentParser, run_main  # noqa: E402 (after the signal handler)
+from mnistxai.training.cnn import TrainConfig, train_and_evaluate  # noqa: E402 (after the signal handler)
+from mnistxai.training.loop import TrainingInterrupted  # noqa: E402 (after the signal handler)
+from mnistxai.training.generative import GANConfig, VAEConfig, train_generator, train_vae  # noqa: E402 (after the signal handler)
+from mnistxai.util.errors import InputError  # noqa: E402 (after the signal handler)
 
 DEFAULTS = TrainConfig()
 MODELS = {
@@ -144,14 +152,26 @@ def make_config(args):
     return config_cls(**values).validate()
 
 
+RESUME_KEEPS = ("data_dir",)  # where the data lives may change; what it is may not
+
+
 def main(argv=None):
     args = parse_args(argv)
     config = make_config(args)
     workdir = args.workdir or f"runs/{args.model}"
+    if args.resume:
+        given = [
+            f.name
+            for f in dataclasses.fields(config)
+            if getattr(config, f.name) != f.default and f.name not in RESUME_KEEPS
+        ]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            print(f"--resume: the run's saved settings win; ignoring {flags}", file=sys.stderr)
     try:
         history = MODELS[args.model][1](config, workdir, resume=args.resume)
     except TrainingInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
+        print(f"\ninterrupted: {e}", file=sys.stderr)
         return 130
     last = history["epochs"][-1]
     if args.model == "cnn":

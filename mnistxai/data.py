@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -57,36 +58,54 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+MAX_IDX_BYTES = 1 << 30  # 1 GiB: MNIST's largest file is 47 MB
+
+
 def read_idx(path: str | os.PathLike, expected_ndim: int | None = None) -> np.ndarray:
     """Read one IDX file (gzipped if it ends in ``.gz``) of unsigned bytes.
 
-    Checks the magic number (0x00 0x00 0x08 ndim), the dimensions and that the payload is exactly
-    ``prod(dims)`` bytes long. Raises ``DataError`` naming the file otherwise.
+    Reads the header first and checks the magic number (0x00 0x00 0x08 ndim) and the dimensions
+    (at most ``MAX_IDX_BYTES`` of data), then reads exactly that payload and checks that nothing
+    follows it, so a damaged or hostile file (a small ``.gz`` that would inflate to gigabytes) is
+    refused before its data is held in memory. Raises ``DataError`` naming the file otherwise.
     """
     path = Path(path)
     try:
         with _open(path) as f:
-            raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0:
+                raise DataError(f"{path}: not an IDX file (bad magic number)")
+            if head[2] != 0x08:
+                raise DataError(
+                    f"{path}: IDX data type 0x{head[2]:02x} is not unsigned byte (0x08)"
+                )
+            ndim = head[3]
+            if expected_ndim is not None and ndim != expected_ndim:
+                raise DataError(
+                    f"{path}: expected {expected_ndim} dimensions, the header says {ndim}"
+                )
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated header")
+            dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            size = int(np.prod(dims, dtype=object))  # exact: no int64 overflow
+            if size > MAX_IDX_BYTES:
+                raise DataError(
+                    f"{path}: the header claims shape {dims} ({size:,} bytes), more than "
+                    f"{MAX_IDX_BYTES:,}: not a dataset this project reads (corrupt file?)"
+                )
+            payload = f.read(size + 1)  # one byte more shows trailing data
+    except PermissionError:
+        raise DataError(f"cannot read {path}: permission denied") from None
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e} (corrupt or truncated file?)") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number)")
-    if raw[2] != 0x08:
-        raise DataError(f"{path}: IDX data type 0x{raw[2]:02x} is not unsigned byte (0x08)")
-    ndim = raw[3]
-    if expected_ndim is not None and ndim != expected_ndim:
-        raise DataError(f"{path}: expected {expected_ndim} dimensions, the header says {ndim}")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    size = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header != size:
+    if len(payload) != size:
+        found = f"{len(payload):,}" if len(payload) <= size else "more"
         raise DataError(
             f"{path}: header promises {size} bytes of data for shape {dims}, "
-            f"file has {len(raw) - header} (truncated or corrupt)"
+            f"file has {found} (truncated or corrupt)"
         )
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(payload, np.uint8).reshape(dims)
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -98,6 +117,26 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
         f.write(header + array.tobytes())
+
+
+# mean pixel intensity (/255) of the training images: the one fingerprint IDX files carry
+MEAN_INTENSITY = {"mnist": 0.1307, "fashion_mnist": 0.2860}
+
+
+def check_dataset(images: np.ndarray, dataset: str, where: Path) -> None:
+    """DataError when the images of ``where`` look like another dataset than ``dataset`` (their
+    mean intensity is nearer the other's): IDX files cannot say which dataset they hold. Judged
+    on 1,000 images or more (both datasets' splits have 10,000 or 60,000)."""
+    if len(images) < 1000:
+        return
+    mean = float(images.mean()) / 255.0
+    nearest = min(MEAN_INTENSITY, key=lambda d: abs(MEAN_INTENSITY[d] - mean))
+    if nearest != dataset:
+        raise DataError(
+            f"{where} holds images of mean intensity {mean:.3f}, like {nearest} "
+            f"({MEAN_INTENSITY[nearest]:.3f}), not {dataset} ({MEAN_INTENSITY[dataset]:.3f}): "
+            f"point --data-dir at a folder of {dataset} files"
+        )
 
 
 def _find_file(folder: Path, prefix: str, kind: str) -> Path | None:
@@ -178,12 +217,20 @@ def _load_tfds(dataset: str, split: str, download: bool) -> tuple[np.ndarray, np
 
 def _missing_message(dataset: str, split: str, looked: list[str]) -> str:
     prefix = _PREFIX[split]
+    root = os.environ.get(ENV_VAR)
+    env_note = (
+        f" ${ENV_VAR} is set, but {dataset} is looked for in its subfolder "
+        f"{Path(root) / dataset}/ (IDX files cannot say which dataset they hold)."
+        if root and dataset != "mnist"
+        else ""
+    )
     return (
         f"{dataset} ({split}) not found (looked in: {', '.join(looked) or 'nowhere'}) and the "
         f"download host is unreachable. Put {prefix}-images-idx3-ubyte.gz and "
         f"{prefix}-labels-idx1-ubyte.gz in a folder and pass --data-dir FOLDER or set "
         f"{ENV_VAR}=FOLDER"
         + (" (or: apt-get install dataset-fashion-mnist)" if dataset == "fashion_mnist" else "")
+        + env_note
     )
 
 
@@ -214,9 +261,13 @@ def load(
             folders.append(DEBIAN_FASHION_DIR)
     for folder in folders:
         if data_dir is not None and not folder.is_dir():
-            raise DataError(f"data folder {folder} does not exist")
+            raise DataError(
+                f"data folder {folder} does not exist (without --data-dir the loader looks in "
+                f"${ENV_VAR} and then downloads {dataset} through tensorflow-datasets)"
+            )
         found = load_idx_folder(folder, split) if folder.is_dir() else None
         if found is not None:
+            check_dataset(found[0], dataset, folder)
             return found
     if data_dir is not None:
         raise DataError(
@@ -233,6 +284,8 @@ def load(
     raise DataError(_missing_message(dataset, split, looked))
 
 
-def to_model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 28, 28, 1) in [0, 1]."""
-    return (np.asarray(images, np.float32) / 255.0)[..., None]
+def to_model_input(images):
+    """uint8 (N, 28, 28) in 0..255 -> float32 (N, 28, 28, 1) in [0, 1]: the project's one
+    conversion, for NumPy arrays and for JAX arrays inside jitted steps alike."""
+    images = images if hasattr(images, "astype") else np.asarray(images)
+    return images.astype(np.float32)[..., None] / 255.0

@@ -12,7 +12,6 @@ from mnistxai import data
 from mnistxai.models.classifier import Classifier
 from mnistxai.pipelines.evaluate import (
     EvalConfig,
-    completeness,
     evaluate_method,
     evaluate_run,
     score_fns,
@@ -21,6 +20,7 @@ from mnistxai.pipelines.evaluate import (
 from mnistxai.pipelines.explain import ExplainConfig, explain_run, load_method
 from mnistxai.models.cnn import CNN, init_cnn
 from mnistxai.xai import metrics as M
+from mnistxai.xai.methods.integrated_gradients import completeness
 from mnistxai.xai.metrics import faithfulness
 
 N = 10
@@ -178,7 +178,8 @@ def test_file_format_and_batch_size_does_not_change_numbers(tmp_path, small, tes
     timing = json.loads((tmp_path / "a" / "integrated_gradients.json").read_text())
     assert timing["images"] == N and timing["images_per_s"] > 0 and timing["peak_rss_mb"] > 0
     assert load_method(tmp_path / "a", "integrated_gradients")["attributions"].dtype == np.float32
-    stats = completeness(a)
+    stats, text = completeness(a)
+    assert "IG completeness" in text
     assert stats["images"] == N
     assert stats["mean_abs_delta"] == pytest.approx(
         np.abs(a["extra_convergence_delta"]).mean(), rel=1e-6

@@ -128,10 +128,22 @@ def test_float64_in_float64_out_when_x64_is_on(random_classifier, digits, name):
     np.testing.assert_allclose(maps32, maps64, atol=1e-3 * np.abs(maps64).max())
 
 
-def test_every_method_documents_itself():
+def test_every_method_documents_itself_and_its_cost():
     for name, spec in METHODS.items():
+        assert spec.cost({}) in ("cheap", "costly", "heavy"), name  # defaults fill the rest
         assert spec.summary and spec.paper, name
         assert spec.fn.__doc__ and len(spec.fn.__doc__.splitlines()) >= 1, name
         assert all(
             opt in (spec.fn.__doc__ or "") or opt in ("chunk_size", "layer") for opt in spec.options
         ), (name, list(spec.options))
+
+
+def test_the_leaderboard_sizes_every_methods_robustness_subset_from_its_cost():
+    from mnistxai.pipelines.evaluate import EvalConfig, robustness_images
+
+    config = EvalConfig(
+        robustness_images=32, costly_robustness_images=16, heavy_robustness_images=8
+    )
+    sizes = {name: robustness_images(config, name, {}) for name in NAMES}
+    assert sizes["saliency"] == 32 and sizes["integrated_gradients"] == 16 and sizes["rise"] == 8
+    assert robustness_images(config, "integrated_gradients", {"steps": 8}) == 32

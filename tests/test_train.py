@@ -10,7 +10,6 @@ from mnistxai.training import checkpoint
 from mnistxai.models.classifier import Classifier
 from mnistxai.models.cnn import CNN, init_cnn
 from mnistxai.training.cnn import TrainConfig, train_and_evaluate
-from mnistxai.training.loop import TrainingInterrupted
 
 SMALL = dict(limit_train=1024, limit_test=500, epochs=2, batch_size=128)
 
@@ -62,25 +61,6 @@ def test_missing_and_damaged_checkpoints_are_clear_errors(tmp_path):
             f.write_bytes(b"garbage")
     with pytest.raises(checkpoint.CheckpointError, match="unreadable or incomplete"):
         checkpoint.load_classifier(tmp_path)
-
-
-def test_resume_matches_an_uninterrupted_run(tmp_path, mnist_dir):
-    config = TrainConfig(data_dir=str(mnist_dir), **SMALL)  # 8 steps per epoch, 16 in all
-    whole = train_and_evaluate(config, tmp_path / "whole", progress=False)
-    with pytest.raises(TrainingInterrupted, match="step 5"):  # stop mid-epoch, as Ctrl-C would
-        train_and_evaluate(config, tmp_path / "split", max_steps=5, progress=False)
-    assert checkpoint.latest_step(tmp_path / "split" / "checkpoints" / "latest") == 5
-    with pytest.raises(ValueError, match="--resume"):  # never overwrite a run silently
-        train_and_evaluate(config, tmp_path / "split", progress=False)
-    resumed = train_and_evaluate(config, tmp_path / "split", resume=True, progress=False)
-    assert checkpoint.latest_step(tmp_path / "split" / "checkpoints" / "latest") == 16
-    for a, b in zip(whole["epochs"], resumed["epochs"]):
-        assert a["test_loss"] == b["test_loss"] and a["test_accuracy"] == b["test_accuracy"]
-    x = jax.random.uniform(jax.random.key(9), (4, 28, 28, 1))
-    np.testing.assert_array_equal(
-        checkpoint.load_classifier(tmp_path / "whole", "latest").logits(x),
-        checkpoint.load_classifier(tmp_path / "split", "latest").logits(x),
-    )
 
 
 def test_frozen_backbone_trains_only_the_head(short_run, tmp_path, mnist_dir):

@@ -12,6 +12,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mnistxai.models.cnn import CNN
@@ -22,7 +23,7 @@ class Classifier:
     """A CNN with its variables ``{'params': ..., 'batch_stats': ...}``, and the dataset it was
     trained on (``mnistxai.data.DATASETS``), which every pipeline explains and shows it on.
 
-    Inputs ``x`` are float32 (B, 28, 28, 1) in [0, 1].
+    Inputs ``x`` are float (B, 28, 28, 1) in [0, 1] (float32; float64 after ``astype``).
     """
 
     variables: dict
@@ -64,3 +65,26 @@ class Classifier:
     @property
     def batch_stats(self):
         return self.variables["batch_stats"]
+
+
+@jax.jit
+def _classes_and_probabilities(classifier: Classifier, x: jax.Array):
+    probs = classifier.probabilities(x)
+    return jnp.argmax(probs, -1).astype(jnp.int32), probs
+
+
+def predict(classifier: Classifier, x, batch_size: int = 1000):
+    """(classes int32 (N,), softmax probabilities (N, K)) as NumPy for inputs (N, 28, 28, 1) in
+    [0, 1], ``batch_size`` at a time; a short last batch is padded to ``batch_size``, so one
+    program serves every N above it."""
+    x = np.asarray(x)
+    classes, probs = [], []
+    for s in range(0, len(x), batch_size):
+        chunk = x[s : s + batch_size]
+        n = len(chunk)
+        if n < batch_size and len(x) > batch_size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - n, 0)])
+        c, p = _classes_and_probabilities(classifier, jnp.asarray(chunk))
+        classes.append(np.asarray(c)[:n])
+        probs.append(np.asarray(p)[:n])
+    return np.concatenate(classes), np.concatenate(probs)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from mnistxai import data
 from mnistxai.util.cli import ArgumentParser
 from mnistxai.pipelines.explain import (
+    RUN_FORMAT,
     ExplainConfig,
     explain_run,
     load_images,
@@ -47,8 +49,10 @@ from mnistxai.pipelines.explain import (
     peak_rss_mb,
 )
 from mnistxai.util import streams
-from mnistxai.util.atomic import save_npz_atomic, write_json_atomic
+from mnistxai.util.atomic import save_npz_atomic, write_json_atomic, write_text_atomic
 from mnistxai.util.errors import InputError
+from mnistxai.training.checkpoint import fingerprint, load_classifier
+from mnistxai.util.files import exclusive, writable_dir
 from mnistxai.xai import metrics as M, parse_methods, registry
 from mnistxai.xai.metrics.registry import Batch, get_metric
 
@@ -262,23 +266,6 @@ def summarize(values: np.ndarray) -> tuple[float, float, int]:
     return float(v.mean()), se, int(len(v))
 
 
-def completeness(arrays: dict) -> Optional[dict]:
-    """IG completeness over the run: |delta| and |delta| / |F(x) - F(b)| statistics."""
-    if "extra_convergence_delta" not in arrays:
-        return None
-    delta = arrays["extra_convergence_delta"].astype(np.float64)
-    gap = arrays["attribution_sum"].astype(np.float64) - delta  # F(x) - F(baseline)
-    rel = np.abs(delta) / np.maximum(np.abs(gap), 1e-12)
-    return {
-        "images": int(len(delta)),
-        "mean_abs_delta": float(np.abs(delta).mean()),
-        "median_abs_delta": float(np.median(np.abs(delta))),
-        "p95_abs_delta": float(np.percentile(np.abs(delta), 95)),
-        "median_relative_delta": float(np.median(rel)),
-        "share_relative_delta_below_1pct": float((rel < 0.01).mean()),
-    }
-
-
 def _json_safe(obj):
     """NaN/inf -> None, so evaluation.json is strict JSON."""
     if isinstance(obj, float):
@@ -302,24 +289,21 @@ def write_leaderboard(out: Path, results: dict) -> None:
     header = ["method", "images", "explain_seconds", "evaluate_seconds", "robustness_seconds"]
     for m in cols:
         header += [f"{m}_mean", f"{m}_se", f"{m}_n"]
-    tmp = out / "leaderboard.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for name, r in rows.items():
-            line = [
-                name,
-                r["images"],
-                r["explain_seconds"],
-                r["evaluate_seconds"],
-                r["robustness_seconds"],
-            ]
-            for m in cols:
-                line += [f"{r['metrics'][m][k]:.6g}" for k in ("mean", "se")] + [
-                    r["metrics"][m]["n"]
-                ]
-            w.writerow(line)
-    tmp.replace(out / "leaderboard.csv")
+    table = io.StringIO()
+    w = csv.writer(table)
+    w.writerow(header)
+    for name, r in rows.items():
+        line = [
+            name,
+            r["images"],
+            r["explain_seconds"],
+            r["evaluate_seconds"],
+            r["robustness_seconds"],
+        ]
+        for m in cols:
+            line += [f"{r['metrics'][m][k]:.6g}" for k in ("mean", "se")] + [r["metrics"][m]["n"]]
+        w.writerow(line)
+    write_text_atomic(out / "leaderboard.csv", table.getvalue())
     lines = [
         f"# Explanation leaderboard ({results['images']} {results['dataset']} test images; the "
         f"re-explaining metrics on the first {results['robustness_images']}, fewer for costly "
@@ -354,28 +338,18 @@ def write_leaderboard(out: Path, results: dict) -> None:
             f"{', '.join(results['shared'])}): {results['shared_seconds']:.1f} s, not in "
             f"'evaluate s'.",
         ]
-    for name, c in results["completeness"].items():
-        lines += [
-            "",
-            f"IG completeness ({name}, {c['images']} images): mean |δ| "
-            f"{c['mean_abs_delta']:.4g}, median |δ| {c['median_abs_delta']:.4g}, 95th "
-            f"percentile {c['p95_abs_delta']:.4g}; median |δ|/|F(x)−F(b)| "
-            f"{c['median_relative_delta']:.3%}, {c['share_relative_delta_below_1pct']:.1%} "
-            f"of images below 1%.",
-        ]
-    tmp = out / "leaderboard.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "leaderboard.md")
+    for name, (_, text) in results["summaries"].items():
+        lines += ["", f"{name}: {text}"]
+    write_text_atomic(out / "leaderboard.md", "\n".join(lines) + "\n")
 
 
 def write_figures(out: Path, results: dict) -> None:
     from mnistxai.report import viz
 
     rows, cols = results["methods"], results["columns"]
+    first = next(iter(rows.values()))["curves"]  # every metric's "<kind>_curve" arrays
     curves = {
-        kind: {n: r["curves"][f"{kind}_curve"] for n, r in rows.items()}
-        for kind in ("deletion", "insertion")
-        if f"{kind}_curve" in next(iter(rows.values()))["curves"]
+        key[: -len("_curve")]: {n: r["curves"][key] for n, r in rows.items()} for key in first
     }
     if curves:
         viz.save_figure(viz.plot_perturbation_curves(curves), out / "curves.png")
@@ -409,20 +383,37 @@ def evaluate_run(
     split of its dataset; tests pass their own. Returns the results written to evaluation.json.
     """
     config.validate()
-    run_dir, out = Path(run_dir), Path(out)
+    run_dir, out = Path(run_dir), writable_dir(out, "--out")
+    with exclusive(out, "--out"):
+        return _evaluate_run(run_dir, out, config, classifier, images, progress)
+
+
+def _evaluate_run(run_dir, out, config, classifier, images, progress) -> dict:
     run_file = run_dir / "run.json"
     if not run_file.exists():
         raise InputError(
             f"{run_file} does not exist: is {run_dir} a `python -m mnistxai.explain` output?"
         )
-    run = json.loads(run_file.read_text())
+    try:
+        run = json.loads(run_file.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{run_file} is not valid JSON: {e}") from None
+    if run.get("format") != RUN_FORMAT:
+        raise InputError(
+            f"{run_dir} was written by another version of mnistxai.explain (format "
+            f"{run.get('format')}, this one reads {RUN_FORMAT}): explain again into a new folder"
+        )
     methods = [m for m in run["methods"] if (run_dir / f"{m}.npz").exists()]
     if not methods:
         raise InputError(f"{run_dir} has no finished method (.npz) yet")
     if classifier is None:
-        from mnistxai.training.checkpoint import load_classifier
-
         classifier = load_classifier(run["checkpoint"])
+        made_by = run.get("model", {}).get("weights")
+        if made_by is not None and fingerprint(classifier.variables) != made_by:
+            raise InputError(
+                f"{run['checkpoint']} holds other weights than the model that made {run_dir} "
+                f"(retrained since?): explain it again into a new folder"
+            )
     explain_config = ExplainConfig(
         methods=tuple(methods),
         **{
@@ -432,10 +423,17 @@ def evaluate_run(
         },
     )
     if images is None:
-        images, _ = load_images(explain_config.dataset, run["split"], run["limit"], run["data_dir"])
+        images, labels = load_images(
+            explain_config.dataset, run["split"], run["limit"], run["data_dir"]
+        )
+        made_with = run.get("data", {}).get("images")
+        if made_with != fingerprint({"images": images, "labels": labels}):
+            raise InputError(
+                f"the {explain_config.dataset} {run['split']} images found now differ from "
+                f"those {run_dir} was made with: point --data-dir at the same files"
+            )
     n = min(config.limit, run["images"], len(images))
     images = np.asarray(images[:n])
-    out.mkdir(parents=True, exist_ok=True)
     fns = score_fns(classifier)
     selected = [get_metric(m) for m in config.selected()]
     states = {
@@ -454,7 +452,7 @@ def evaluate_run(
         "cascade": [s for s, _ in cascade] if cascade else [],
         "shared": [m.name for m in selected if m.shared is not None],
         "methods": {},
-        "completeness": {},
+        "summaries": {},
     }
     per_example = {}
     t0 = time.perf_counter()
@@ -477,9 +475,9 @@ def evaluate_run(
             timing_file = run_dir / f"{name}.json"
             timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
             explain_s = timing.get("seconds", 0.0) * n / max(1, timing.get("images", n))
-            c = completeness({k: v[:n] for k, v in arrays.items()})
-            if c:
-                results["completeness"][name] = c
+            summarize_run = registry.get(name).run_summary
+            if summarize_run is not None:
+                results["summaries"][name] = summarize_run({k: v[:n] for k, v in arrays.items()})
         else:
             maps, explain_fn, explain_s, options = None, M.baseline_explain_fn(name), None, None
             targets = first_targets

@@ -35,6 +35,7 @@ loops); the finished maps of a method are held compactly until merged (N x 784 x
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import resource
 import shutil
@@ -43,22 +44,24 @@ from pathlib import Path
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from mnistxai import data
+from mnistxai.models.classifier import predict as classifier_predict
 from mnistxai.util.cli import ArgumentParser
 from mnistxai.util.atomic import save_npz_atomic, write_json_atomic
 from mnistxai.util import streams
 from mnistxai.util.errors import InputError
+from mnistxai.util.files import exclusive, writable_dir
 from mnistxai.xai import parse_methods, registry
 
 DTYPES = ("float16", "float32")
 TARGETS = ("predicted", "label")
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
-# 2: the SmoothGrad family shares smoothgrad's keys; a run folder of another format is not resumed
-RUN_FORMAT = 2
+# 3: run.json records the dataset, the model and the data that made it; a run folder of
+# another format is not resumed
+RUN_FORMAT = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,11 +168,14 @@ def method_options(config: ExplainConfig, name: str, classifier) -> dict:
 
 def background_images(config: ExplainConfig) -> np.ndarray:
     """uint8 (config.background, 28, 28): training images drawn without replacement from the
-    ``background`` stream of the seed."""
-    train, _ = data.load(config.dataset, "train", config.data_dir)
-    pick = jax.random.choice(
-        streams.key(config.seed, "background"), len(train), (config.background,), replace=False
-    )
+    ``background`` stream of the seed (read once per setting)."""
+    return _background(config.dataset, config.data_dir, config.seed, config.background)
+
+
+@functools.lru_cache(maxsize=4)
+def _background(dataset, data_dir, seed, n) -> np.ndarray:
+    train, _ = data.load(dataset, "train", data_dir)
+    pick = jax.random.choice(streams.key(seed, "background"), len(train), (n,), replace=False)
     return train[np.asarray(pick)]
 
 
@@ -204,12 +210,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-@jax.jit
-def _predict(classifier, x):
-    probs = jax.nn.softmax(classifier.logits(x))
-    return jnp.argmax(probs, -1).astype(jnp.int32), probs
-
-
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
     """Pad the batch axis to ``size`` by repeating the last row (one compiled shape per run)."""
     return a if len(a) == size else np.concatenate([a, np.repeat(a[-1:], size - len(a), 0)])
@@ -224,13 +224,7 @@ def _store(maps: np.ndarray, dtype: str) -> np.ndarray:
 def predict(classifier, images_u8: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(predicted class int32 (N,), softmax probabilities float32 (N, K)), ``batch_size`` at a
     time."""
-    preds, probs = [], []
-    for s in range(0, len(images_u8), batch_size):
-        chunk = images_u8[s : s + batch_size]
-        p, q = _predict(classifier, jnp.asarray(data.to_model_input(_pad(chunk, batch_size))))
-        preds.append(np.asarray(p)[: len(chunk)])
-        probs.append(np.asarray(q)[: len(chunk)])
-    return np.concatenate(preds), np.concatenate(probs)
+    return classifier_predict(classifier, data.to_model_input(images_u8), batch_size)
 
 
 def explain_batch(
@@ -375,27 +369,46 @@ def run_method(
         "shared_with": list(companions),
         "options": {k: v for k, v in options.items() if not isinstance(v, np.ndarray)},
     }
-    save_npz_atomic(final, **merged)
+    # the .json before the .npz: the .npz marks the method done, so its .json always exists
     write_json_atomic(out / f"{name}.json", timing)
+    save_npz_atomic(final, **merged)
     shutil.rmtree(part_dir)
     if not any(part_dir.parent.iterdir()):
         part_dir.parent.rmdir()
     return timing
 
 
-def _check_run_file(out: Path, config: ExplainConfig) -> dict:
+def provenance(config: ExplainConfig, classifier, images: np.ndarray, labels: np.ndarray) -> dict:
+    """What made a run: the model (its checkpoint step, a hash of its weights) and the data (a
+    hash of the images and labels). A run is resumed only with the same."""
+    from mnistxai.training import checkpoint
+
+    try:
+        step = checkpoint.latest_step(checkpoint.resolve_checkpoint_dir(config.checkpoint))
+    except checkpoint.CheckpointError:  # a label, the classifier having been passed in
+        step = None
+    return {
+        "model": {"checkpoint_step": step, "weights": checkpoint.fingerprint(classifier.variables)},
+        "data": {"images": checkpoint.fingerprint({"images": images, "labels": labels})},
+    }
+
+
+def _check_run_file(out: Path, config: ExplainConfig, made_by: dict) -> dict:
     path = out / "run.json"
-    settings = {**config.settings(), "methods": list(config.methods)}
+    settings = {**config.settings(), **made_by, "methods": list(config.methods)}
     if path.exists():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path} is not valid JSON ({e}): choose a new --out") from None
         old_methods = old.pop("methods", [])
         old.pop("images", None)
-        new = json.loads(json.dumps(config.settings()))  # tuples -> lists, as stored
+        new = json.loads(json.dumps({**config.settings(), **made_by}))  # tuples -> lists
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise InputError(
-                f"{out} holds a run with other settings ({', '.join(diff)}); "
-                f"resume with the same settings or choose a new --out"
+                f"{out} holds a run with other settings ({', '.join(diff)}): another model, data "
+                f"or options; resume with the same ones or choose a new --out"
             )
         settings["methods"] = list(dict.fromkeys(old_methods + list(config.methods)))
     return settings
@@ -424,9 +437,12 @@ def explain_run(
 
         classifier = load_classifier(config.checkpoint)
     config = config.for_classifier(classifier)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = _check_run_file(out, config)
+    out = writable_dir(out, "--out")
+    with exclusive(out, "--out"):
+        return _explain_run(config, out, classifier, images, labels, progress, max_batches)
+
+
+def _explain_run(config, out, classifier, images, labels, progress, max_batches) -> dict:
     if images is None:
         images, labels = load_images(config.dataset, config.split, config.limit, config.data_dir)
     images = np.asarray(images, np.uint8)
@@ -435,6 +451,7 @@ def explain_run(
         raise InputError(
             f"images must be (N, 28, 28) with (N,) labels, got {images.shape}, {labels.shape}"
         )
+    settings = _check_run_file(out, config, provenance(config, classifier, images, labels))
     for name in config.methods:
         method_options(config, name, classifier)  # every method's options, before any compiling
     write_json_atomic(out / "run.json", {**settings, "images": len(images)})
@@ -504,12 +521,13 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--checkpoint", required=True, help="work dir written by train_mnist.py")
     ap.add_argument("--methods", required=True, help="comma-separated names, or 'all'")
     ap.add_argument("--out", required=True, help="output folder (resumed if it holds this run)")
-    ap.add_argument("--split", default="test", choices=data.SPLITS)
-    ap.add_argument("--limit", type=int, default=None, help="first N images (default: all)")
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--dtype", default="float16", choices=DTYPES)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--targets", default="predicted", choices=TARGETS)
+    defaults = ExplainConfig(checkpoint="", methods=())
+    ap.add_argument("--split", default=defaults.split, choices=data.SPLITS)
+    ap.add_argument("--limit", type=int, default=defaults.limit, help="first N images (all)")
+    ap.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    ap.add_argument("--dtype", default=defaults.dtype, choices=DTYPES)
+    ap.add_argument("--seed", type=int, default=defaults.seed)
+    ap.add_argument("--targets", default=defaults.targets, choices=TARGETS)
     ap.add_argument(
         "--options",
         default=None,
@@ -518,10 +536,10 @@ def build_parser() -> ArgumentParser:
     ap.add_argument(
         "--background",
         type=int,
-        default=100,
-        help="training images drawn as expected_gradients' background",
+        default=defaults.background,
+        help="training images drawn as the background of the methods that need one",
     )
-    ap.add_argument("--data-dir", default=None, help="MNIST IDX folder")
+    ap.add_argument("--data-dir", default=defaults.data_dir, help="IDX folder")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 

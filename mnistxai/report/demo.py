@@ -13,8 +13,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mnistxai import data
+from mnistxai.models.classifier import predict
 from mnistxai.xai import METHODS, explain
 from mnistxai.util.errors import InputError
+
+
+BACKGROUND = 200  # training images the demos hand the methods that take a background set
 
 
 def method_options(method: str, background: np.ndarray, quick: bool = False) -> dict:
@@ -33,7 +37,7 @@ def describe_options(method: str, quick: bool = False) -> str:
     options = {k: v for k, v in spec.defaults().items() if k != "background"}
     options.update(spec.quick if quick else {})
     if spec.background:
-        options["background"] = "200 training images"
+        options["background"] = f"{BACKGROUND} training images"
     return ", ".join(f"{k}={v}" for k, v in options.items())
 
 
@@ -70,10 +74,7 @@ def explain_all(
 
 def probabilities(classifier, x, batch_size: int = 2000) -> np.ndarray:
     """Softmax outputs (N, 10) for (N, 28, 28, 1) inputs, in batches."""
-    fn = jax.jit(lambda c, b: jax.nn.softmax(c.logits(b)))
-    return np.concatenate(
-        [np.asarray(fn(classifier, x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
-    )
+    return predict(classifier, x, batch_size)[1]
 
 
 # ---- images in MNIST's convention ------------------------------------------------------------
@@ -120,17 +121,27 @@ def to_mnist_convention(grey: np.ndarray, light_background: bool | None = None) 
     return np.clip(np.roll(canvas, (dy, dx), axis=(0, 1)), 0.0, 1.0)
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096  # a photo of a digit; larger is refused before decoding
+
+
 def load_user_image(path: str | Path) -> np.ndarray:
-    """A PNG/JPEG/... of any size, RGB(A) or grey, either polarity -> float32 (28, 28) in [0, 1]."""
+    """A PNG/JPEG/... of any size up to ``MAX_IMAGE_PIXELS``, RGB(A) or grey, either polarity ->
+    float32 (28, 28) in [0, 1]."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image {path} does not exist")
     try:
-        img = Image.open(path)
+        img = Image.open(path)  # reads the header only
+        width, height = img.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise InputError(
+                f"image {path} is {width}x{height} pixels; at most {MAX_IMAGE_PIXELS:,} "
+                f"(4096x4096) are read: scale it down first"
+            )
         img.load()
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise InputError(f"cannot read image {path}: {e}") from None
     if img.mode in ("RGBA", "LA", "P"):  # transparent pixels count as white paper
         img = img.convert("RGBA")

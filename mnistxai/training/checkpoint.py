@@ -14,6 +14,7 @@ the previous checkpoint intact. Nothing is pickled.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ def _manager(directory: Path, create: bool = True) -> ocp.CheckpointManager:
 
 def save(directory: str | Path, step: int, state: Any, config: dict, metrics: dict) -> None:
     """Atomically write ``state`` (a pytree of arrays), ``config`` and ``metrics`` as ``step``."""
+    if latest_step(directory) == step:
+        # training is deterministic, so a checkpoint of this step already holds this state (a run
+        # resumed after being stopped between the epoch's two saves writes the same step again)
+        return
     with _manager(Path(directory)) as manager:
         manager.save(
             step,
@@ -93,7 +98,43 @@ def restore(directory: str | Path, template: Any = None) -> tuple[Any, dict, dic
             f"checkpoint {directory}/{step} is unreadable or incomplete: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
+    for item in ("config", "metrics"):
+        if not isinstance(restored[item], dict):
+            raise CheckpointError(
+                f"{directory}/{step}/{item} is not a JSON object (damaged checkpoint?)"
+            )
+    bad = [
+        jax.tree_util.keystr(path)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(restored["state"])
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(leaf).all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {directory}/{step} holds NaN or inf in {len(bad)} array(s), e.g. "
+            f"{bad[0]} (damaged file, or a run that diverged)"
+        )
     return restored["state"], restored["config"], restored["metrics"]
+
+
+def build_module(cls, config: dict, where: Path):
+    """``cls(**config["model_kwargs"])``, or a CheckpointError naming the checkpoint."""
+    kwargs = config.get("model_kwargs", {})
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{where}/config: model_kwargs {kwargs!r} do not build a {cls.__name__}: {e}"
+        ) from None
+
+
+def fingerprint(tree) -> str:
+    """A short hash (16 hex digits) of a pytree's arrays: what identifies a model's weights."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        a = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}{a.dtype}{a.shape}".encode())
+        digest.update(np.ascontiguousarray(a).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def resolve_checkpoint_dir(path: str | Path, which: str = "best") -> Path:
@@ -118,12 +159,15 @@ def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
       which: ``"best"`` (highest test accuracy, default) or ``"latest"``.
     The classifier's ``dataset`` is the one it was trained on.
     """
-    state, config, _ = restore(resolve_checkpoint_dir(workdir, which))
+    where = resolve_checkpoint_dir(workdir, which)
+    state, config, _ = restore(where)
     if config.get("model", "cnn") != "cnn":
+        kind = config.get("model")
         raise CheckpointError(
-            f"{workdir} holds a {config.get('model')!r} model, not the CNN classifier"
+            f"{workdir} holds a {kind!r} model, not the CNN classifier (train one with "
+            f"python train_mnist.py --workdir DIR, or pass that run's folder)"
         )
-    model = CNN(**config.get("model_kwargs", {}))
+    model = build_module(CNN, config, where)
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     dataset = config.get("train", {}).get("dataset", "mnist")
     # Through NumPy: fresh, uncommitted arrays like a newly initialized model's, so that jitted XAI
@@ -138,7 +182,9 @@ def load_classifier(workdir: str | Path, which: str = "best") -> Classifier:
 def _load_model(workdir: str | Path, which: str, kind: str) -> tuple[dict, dict]:
     """(state as nested dicts of fresh arrays, saved config) of a ``kind`` run, or
     CheckpointError."""
-    state, config, _ = restore(resolve_checkpoint_dir(workdir, which))
+    where = resolve_checkpoint_dir(workdir, which)
+    state, config, _ = restore(where)
+    config = {**config, "_where": where}
     if config.get("model", "cnn") != kind:
         raise CheckpointError(
             f"{workdir} holds a {config.get('model', 'cnn')!r} model, not a {kind!r}"
@@ -154,7 +200,7 @@ def load_vae(workdir: str | Path, which: str = "best") -> VAEModel:
       which: ``"best"`` (lowest test -ELBO, default) or ``"latest"``.
     """
     state, config = _load_model(workdir, which, "vae")
-    return VAEModel(state["params"], VAE(**config.get("model_kwargs", {})))
+    return VAEModel(state["params"], build_module(VAE, config, config["_where"]))
 
 
 def load_generator(workdir: str | Path, which: str = "best") -> GeneratorModel:
@@ -172,6 +218,6 @@ def load_generator(workdir: str | Path, which: str = "best") -> GeneratorModel:
     prior = state.get("prior")  # absent from runs made before priors were saved: N(0, I)
     return GeneratorModel(
         state["g_ema"],
-        Generator(**config.get("model_kwargs", {})),
+        build_module(Generator, config, config["_where"]),
         None if prior is None else GaussianMixture(**prior),
     )

@@ -17,13 +17,17 @@ import numpy as np
 import optax
 from flax import struct
 
+from mnistxai import data
 from mnistxai.training import checkpoint
 from mnistxai.training.loop import Task, fit, validate_common
 from mnistxai.util.jit import jit
 from mnistxai.models.cnn import CNN, count_params, init_cnn
+from mnistxai.models.spec import CNN_SPEC
 from mnistxai.util.errors import InputError
 
-HEAD_LAYERS = ("dense", "out")  # what --init-from re-initializes and --freeze-backbone trains
+# what --init-from re-initializes and --freeze-backbone trains; where the frozen backbone ends
+HEAD_LAYERS = CNN_SPEC.head_layers
+BACKBONE_END = CNN_SPEC.convs[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +145,10 @@ def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainC
         rngs = {"dropout": dropout_key}
         if config.freeze_backbone:  # BatchNorm statistics stay frozen with the convolutions
             a = jax.lax.stop_gradient(
-                model.apply(variables, x, "conv6", False, method=CNN.forward_to)
+                model.apply(variables, x, BACKBONE_END, False, method=CNN.forward_to)
             )
             return model.apply(
-                variables, a, "conv6", True, method=CNN.forward_from, rngs=rngs
+                variables, a, BACKBONE_END, True, method=CNN.forward_from, rngs=rngs
             ), batch_stats
         logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs=rngs)
         return logits, updates["batch_stats"]
@@ -152,7 +156,7 @@ def make_train_step(model: CNN, tx: optax.GradientTransformation, config: TrainC
     def train_step(state: TrainState, images, labels):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         augment_key, dropout_key = jax.random.split(key)
-        x = images.astype(jnp.float32)[..., None] / 255.0
+        x = data.to_model_input(images)
         if config.augment_shift:
             x = random_shift(augment_key, x, config.augment_shift)
 
@@ -184,7 +188,7 @@ def make_eval_step(model: CNN) -> Callable:
 
     @jit
     def eval_step(variables, images, labels):
-        logits = model.apply(variables, images.astype(jnp.float32)[..., None] / 255.0)
+        logits = model.apply(variables, data.to_model_input(images))
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
         return {"loss": loss, "correct": jnp.sum(jnp.argmax(logits, -1) == labels)}
 

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from mnistxai import data
 from mnistxai.training import checkpoint
 from mnistxai.util import streams
 from mnistxai.util.jit import jit
@@ -36,10 +37,6 @@ from mnistxai.models.cnn import count_params
 from mnistxai.training.loop import Task, fit, load_split, validate_common
 from mnistxai.models.vae import VAE, VAEModel, init_vae, negative_elbo
 from mnistxai.util.errors import InputError
-
-
-def _to_float(images):
-    return images.astype(jnp.float32)[..., None] / 255.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +170,7 @@ def make_vae_step(module: VAE, tx: optax.GradientTransformation, config: VAEConf
 
     def train_step(state: VAEState, images, labels):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        x = _to_float(images)
+        x = data.to_model_input(images)
 
         def loss_fn(params):
             neg_elbo, nll, kl, _, class_logits = negative_elbo(module, params, x, key)
@@ -228,7 +225,7 @@ def vae_test_metrics(
 @jit
 def _vae_eval_step(model: VAEModel, images, labels, key):
     neg_elbo, nll, kl, _, class_logits = negative_elbo(
-        model.module, model.params, _to_float(images), key
+        model.module, model.params, data.to_model_input(images), key
     )
     correct = jnp.sum(jnp.argmax(class_logits, -1) == labels)
     return jnp.stack([neg_elbo.sum(), nll.sum(), kl.sum(), correct.astype(jnp.float32)])
@@ -251,7 +248,7 @@ def build_vae(config: VAEConfig, steps_per_epoch: int, test: tuple) -> Task:
     def write_figures(workdir: Path, s: VAEState):
         from mnistxai.report import viz
 
-        model, x = as_model(s), _to_float(test_images[:10])
+        model, x = as_model(s), data.to_model_input(test_images[:10])
         rows = np.stack([np.asarray(x)[..., 0], np.asarray(model.reconstruct(x))[..., 0]])
         viz.save_figure(
             viz.plot_image_grid(
@@ -346,7 +343,7 @@ def make_gan_step(
     def train_step(state: GANState, images, labels):
         del labels
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        x = _to_float(images)
+        x = data.to_model_input(images)
         z = state.prior.sample(key, x.shape[0])[0]
         generate = lambda params: generator.apply({"params": params}, z)  # noqa: E731
         fake = generate(state.g_params)
@@ -388,7 +385,7 @@ def make_gan_step(
 
 @jit
 def _posterior_means(vae: VAEModel, images):
-    return vae.encode(_to_float(images))[0]
+    return vae.encode(data.to_model_input(images))[0]
 
 
 def class_prior(
@@ -440,7 +437,7 @@ def build_gan(config: GANConfig, steps_per_epoch: int, test: tuple) -> Task:
     if config.classifier:
         judge = checkpoint.load_classifier(config.classifier)
         feats = generative_eval.probabilities_and_features(
-            judge, _to_float(test[0]), config.eval_batch_size
+            judge, data.to_model_input(test[0]), config.eval_batch_size
         )[1]
         reference = generative_eval.feature_statistics(feats)
 

@@ -23,14 +23,21 @@ from mnistxai.training import checkpoint
 from mnistxai.util import streams
 from mnistxai.util.atomic import write_json_atomic
 from mnistxai.util.errors import InputError
+from mnistxai.util.files import exclusive, writable_dir
+from mnistxai.util.interrupts import DeferredInterrupt
 
 
 def validate_common(config) -> None:
-    """The checks every training config shares (dataset, epochs, batch sizes, limits, lr).
+    """The checks every training config shares (finite numbers, dataset, epochs, batch sizes,
+    limits, lr).
 
     ``config`` is any object with the attributes ``dataset, epochs, batch_size, eval_batch_size,
     limit_train, limit_test, lr`` (``TrainConfig`` and the generative models' configs).
     """
+    for field in dataclasses.fields(config):  # a NaN or inf setting trains a NaN model
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not np.isfinite(value):
+            raise InputError(f"{field.name} must be a finite number, got {value}")
     if config.dataset not in data.DATASETS:
         raise InputError(
             f"unknown dataset {config.dataset!r}; choose one of {', '.join(data.DATASETS)}"
@@ -112,6 +119,13 @@ def fit(
     """The epoch loop every model trains with: progress bar, per-epoch evaluation, checkpoints,
     resume.
 
+    Interrupts (Ctrl-C, SIGTERM, or ``max_steps``) are deferred to safe points
+    (``mnistxai.util.interrupts``): between steps, the state and the epoch's running sums are
+    saved to ``latest`` and ``TrainingInterrupted`` is raised; an epoch's evaluation, its record
+    and its two saves (``best`` first, then ``latest``, so ``latest`` never names a best that is
+    not saved) always complete. A resumed run then reproduces the uninterrupted one's history
+    and best checkpoint exactly (timings aside).
+
     Args:
       model_name: ``"cnn"``, ``"vae"`` or ``"generator"``, saved in the checkpoint's config.
       config: ``TrainConfig`` or a generative config (validated here); on resume the saved one wins.
@@ -121,9 +135,18 @@ def fit(
     Returns:
       The history: ``{"config": ..., "epochs": [per-epoch records]}``.
     """
-    workdir = Path(workdir)
+    if not resume:
+        config.validate()  # before touching the folder
+    workdir = writable_dir(workdir, "--workdir")
+    with exclusive(workdir, "--workdir"):  # one trainer per folder
+        with DeferredInterrupt("saving a checkpoint at the next step") as interrupt:
+            return _fit(model_name, config, build, workdir, resume, max_steps, progress, interrupt)
+
+
+def _fit(model_name, config, build, workdir, resume, max_steps, progress, interrupt) -> dict:
     latest_dir, best_dir = workdir / "checkpoints" / "latest", workdir / "checkpoints" / "best"
     history = {"config": dataclasses.asdict(config), "epochs": []}
+    partial = None
     if resume:
         if checkpoint.latest_step(latest_dir) is None:
             raise checkpoint.CheckpointError(f"--resume: no checkpoint in {latest_dir}")
@@ -132,8 +155,11 @@ def fit(
             raise checkpoint.CheckpointError(
                 f"{workdir} holds a {saved.get('model')!r} run, not {model_name!r}"
             )
-        config, history = type(config)(**saved["train"]), meta["history"]
-    elif checkpoint.latest_step(latest_dir) is not None:
+        # the saved settings win, but the data may have moved: a data_dir given here is used
+        train = {**saved["train"], **({"data_dir": config.data_dir} if config.data_dir else {})}
+        config, history = type(config)(**train), meta["history"]
+        partial = meta.get("partial")
+    elif any(checkpoint.latest_step(d) is not None for d in (latest_dir, best_dir)):
         raise InputError(
             f"{workdir} already holds a training run; pass --resume to continue it "
             "or choose another --workdir"
@@ -164,64 +190,86 @@ def fit(
         print(f"JAX {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
         print(
             f"{task.summary}; {len(train_images):,} train / {len(test[0]):,} test images of "
-            f"{config.dataset}; "
-            f"{steps_per_epoch} steps/epoch"
+            f"{config.dataset}; {steps_per_epoch} steps/epoch"
         )
     step = int(state.step)
-    try:
-        for epoch in range(step // steps_per_epoch, config.epochs):
-            order = epoch_permutation(config, epoch, len(train_images))
-            totals, seen, start = {}, 0, time.perf_counter()
-            bar = tqdm(
-                range(step - epoch * steps_per_epoch, steps_per_epoch),
-                disable=not progress,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                leave=True,
-                dynamic_ncols=True,
-            )
-            for i in bar:
-                if max_steps is not None and step >= max_steps:
-                    raise KeyboardInterrupt
-                idx = order[i * batch_size : (i + 1) * batch_size]
-                state, m = train_step_and_sum(
-                    task.train_step, state, train_images[idx], train_labels[idx], totals
-                )
-                seen += len(idx)
-                step += 1
-                if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
-                    bar.set_postfix(
-                        {k: f"{float(totals[k]) / seen:.4f}" for k in task.bar_keys},
-                        img_s=f"{seen / (time.perf_counter() - start):.0f}",
+    for epoch in range(step // steps_per_epoch, config.epochs):
+        order = epoch_permutation(config, epoch, len(train_images))
+        # the running sums of an epoch interrupted mid-way continue where they stopped
+        totals, seen, before = _restore_partial(partial)
+        partial, start = None, time.perf_counter()
+        bar = tqdm(
+            range(step - epoch * steps_per_epoch, steps_per_epoch),
+            disable=not progress,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            leave=True,
+            dynamic_ncols=True,
+        )
+        for i in bar:
+            if interrupt.requested or (max_steps is not None and step >= max_steps):
+                bar.close()
+                if checkpoint.latest_step(latest_dir) != step:
+                    elapsed = before + time.perf_counter() - start
+                    save(
+                        latest_dir,
+                        {"interrupted_at_step": step, "partial": _partial(totals, seen, elapsed)},
                     )
-            train_seconds = time.perf_counter() - start
-            metrics = {
-                "epoch": epoch + 1,
-                "step": step,
-                **{f"train_{k}": float(v) / max(seen, 1) for k, v in totals.items()},
-                **task.evaluate(state),
-            }
-            metrics["epoch_seconds"] = time.perf_counter() - start
-            metrics["images_per_second"] = seen / max(train_seconds, 1e-9)
-            metrics["wall_seconds"] = metrics["epoch_seconds"] + (
-                history["epochs"][-1]["wall_seconds"] if history["epochs"] else 0.0
+                raise TrainingInterrupted(f"stopped at step {step}; continue with --resume")
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            state, m = train_step_and_sum(
+                task.train_step, state, train_images[idx], train_labels[idx], totals
             )
-            history["epochs"].append(metrics)
-            if progress:
-                print(
-                    f"epoch {epoch + 1}: {task.describe(metrics)}, "
-                    f"{metrics['images_per_second']:.0f} img/s"
+            seen += len(idx)
+            step += 1
+            if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
+                bar.set_postfix(
+                    {k: f"{float(totals[k]) / seen:.4f}" for k in task.bar_keys},
+                    img_s=f"{seen / (time.perf_counter() - start):.0f}",
                 )
-            save(latest_dir, metrics)
-            if task.score(metrics) > best_score:
-                best_score = task.score(metrics)
-                save(best_dir, metrics)
-            write_outputs(workdir, history, task.plot)
-            if task.write_figures:
-                task.write_figures(workdir, state)
-    except KeyboardInterrupt:
-        save(latest_dir, {"interrupted_at_step": step})
-        raise TrainingInterrupted(f"stopped at step {step}; continue with --resume") from None
+        train_seconds = before + time.perf_counter() - start
+        metrics = {
+            "epoch": epoch + 1,
+            "step": step,
+            **{f"train_{k}": float(v) / max(seen, 1) for k, v in totals.items()},
+            **task.evaluate(state),
+        }
+        metrics["epoch_seconds"] = before + time.perf_counter() - start
+        metrics["images_per_second"] = seen / max(train_seconds, 1e-9)
+        metrics["wall_seconds"] = metrics["epoch_seconds"] + (
+            history["epochs"][-1]["wall_seconds"] if history["epochs"] else 0.0
+        )
+        history["epochs"].append(metrics)
+        if progress:
+            print(
+                f"epoch {epoch + 1}: {task.describe(metrics)}, "
+                f"{metrics['images_per_second']:.0f} img/s"
+            )
+        if task.score(metrics) > best_score:
+            best_score = task.score(metrics)
+            save(best_dir, metrics)
+        save(latest_dir, metrics)
+        write_outputs(workdir, history, task.plot)
+        if task.write_figures:
+            task.write_figures(workdir, state)
+    if interrupt.requested:  # during the last epoch's evaluation or saves: all of it is saved
+        raise TrainingInterrupted(f"stopped at step {step}, the end of training: nothing is left")
     return history
+
+
+def _partial(totals: dict, seen: int, seconds: float) -> dict:
+    """An epoch's running sums as exact JSON (each sum as its dtype's value)."""
+    sums = {}
+    for k, v in totals.items():
+        a = np.asarray(v)
+        sums[k] = {"dtype": str(a.dtype), "value": a.item()}
+    return {"totals": sums, "seen": seen, "seconds": seconds}
+
+
+def _restore_partial(partial) -> tuple[dict, int, float]:
+    if not partial:
+        return {}, 0, 0.0
+    totals = {k: jax.numpy.asarray(v["value"], v["dtype"]) for k, v in partial["totals"].items()}
+    return totals, int(partial["seen"]), float(partial["seconds"])
 
 
 def train_step_and_sum(train_step, state, images, labels, totals: dict):

@@ -19,10 +19,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def run_main(main: Callable[[], int | None]) -> None:
     """Run ``main``. An ``InputError`` (a bad flag value, missing or corrupt data or checkpoint,
-    an unusable output folder) exits 2 with one line; any other exception is a bug and keeps its
-    traceback."""
+    an unusable output folder) exits 2 with one line, Ctrl-C exits 130 with one line; any other
+    exception is a bug and keeps its traceback."""
     try:
         sys.exit(main() or 0)
     except InputError as e:
         print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(
+            f"\n{sys.argv[0]}: interrupted",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -12,11 +12,11 @@ in ``metrics``.
 
 from mnistxai.xai import methods as _methods  # noqa: F401  (registers every method)
 from mnistxai.xai._core import Explanation
-from mnistxai.xai.api import explain, explain_noise_tunnel, explain_together, parse_methods
+from mnistxai.xai.api import explain, explain_together, parse_methods
 from mnistxai.xai.compat import GradCAM, SaliencyMap
 from mnistxai.xai.methods.guided_backprop import guided_relu
 from mnistxai.xai.methods.lrp import Layer, classifier_layers
-from mnistxai.xai.methods.smoothgrad import noise_tunnel
+from mnistxai.xai.methods.smoothgrad import explain_noise_tunnel, noise_tunnel
 from mnistxai.xai.postprocess import (
     clip_percentile,
     magnitude,

@@ -25,7 +25,8 @@ class Explanation:
     """What every method returns.
 
     Attributes:
-      attributions: (B, H, W) in the dtype of x (float32 from ``explain``), one map per example (the
+      attributions: (B, H, W) in the dtype of x (float32 from ``explain``, or float64), one map per
+      example (the
       channel axis reduced as the
         method documents; MNIST has one channel, so it is just squeezed).
       targets: int32 (B,), the class explained for each example.

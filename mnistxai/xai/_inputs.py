@@ -156,7 +156,10 @@ def int_pair(hi: int):
 
 
 def float_array(name, v):
-    a = np.asarray(v, dtype=np.float64)  # cast to the images' dtype when the method runs
+    try:
+        a = np.asarray(v, dtype=np.float64)  # cast to the images' dtype when the method runs
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a 1-D array of finite floats, got {v!r}") from None
     if a.ndim != 1 or not np.isfinite(a).all():
         raise InputError(f"{name} must be a 1-D array of finite floats, got shape {a.shape}")
     return a

@@ -105,6 +105,8 @@ def explain_together(
     (e.g. smoothgrad, smoothgrad_sq and vargrad from one set of noisy gradients). Options are
     the members' common ones plus the group's private ones of the members that take them."""
     methods = tuple(methods)
+    if not methods:
+        raise InputError("explain_together needs at least one method")
     specs = [registry.get(m) for m in methods]
     group = specs[0].group
     if (
@@ -127,16 +129,6 @@ def explain_together(
     run = _RUN_GROUP[_compile_kind(taker, x.dtype)]
     out = run(classifier, x, t, key, arrays, members=methods, static=static)
     return {m: out[m] for m in methods}  # jit returns dicts in sorted key order
-
-
-def explain_noise_tunnel(
-    kinds: Sequence[str], classifier: Classifier, images, targets=None, *, key=None, **options
-) -> dict[str, Explanation]:
-    """``explain_together`` for the SmoothGrad family: several of smoothgrad, smoothgrad_sq and
-    vargrad (``kinds``) from one set of noisy gradients."""
-    from mnistxai.xai.methods.smoothgrad import check_kinds
-
-    return explain_together(check_kinds(kinds), classifier, images, targets, key=key, **options)
 
 
 def parse_methods(text: Optional[str]) -> tuple[str, ...]:

@@ -40,7 +40,11 @@ class Option:
     check: Check
 
     def parse(self, name: str, value: Any) -> Any:
-        return value if value is None else self.check(name, value)
+        if value is None and self.default is None:  # an optional array not given
+            return None
+        if value is None:
+            raise InputError(f"{name} must be given a value (its default is {self.default!r})")
+        return self.check(name, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +55,16 @@ class ModelView:
 
     build: Callable[[Any, dict], tuple[tuple, dict]]
     options: Mapping[str, Option] = dataclasses.field(default_factory=dict)
-    check: Optional[Callable[[Any], None]] = None  # refuses classifiers it cannot serve
 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
     """Methods that can be computed together from one computation (the SmoothGrad family).
 
-    ``run(members, classifier, x, targets, key, options) -> {member: Explanation}`` computes the
-    ``members`` with the shared ``options``; every member uses the key of ``name``, and options
-    in ``private`` may differ between members (``run`` receives each member's value of them)."""
+    ``run(*model callables, x, targets, key=..., kinds=members, **options) -> {member:
+    Explanation}`` computes the ``members`` with the shared ``options``; every member uses the
+    key of ``name``. Options in ``private`` belong to one member only (smoothgrad's ``signed``):
+    members whose other options agree are computed together, with that member's value."""
 
     name: str
     run: Callable[..., dict]
@@ -77,7 +81,7 @@ class Method:
       options: name -> ``Option`` (the function's keyword-only parameters and the view's).
       stochastic: whether a key is required (or a function of the parsed options).
       background: the method draws baselines from ``background`` images of the training split,
-        which the pipelines supply (``background_size`` of them) unless given.
+        which the pipelines supply (``ExplainConfig.background`` of them) unless given.
       passes: ``passes(options) -> (gradient passes, forward passes)`` per image: the cost model
         (the benchmarks' FLOP count, the leaderboard's ``cost`` class).
       compile: "project" (``mnistxai.util.jit``: XLA's own convolutions) or "default" (plain
@@ -86,6 +90,9 @@ class Method:
       check: cross-option validation ``check(options, batch, classifier) -> options``.
       quick: lighter options for the 30-second demo; smoke: the lightest settings that still run
         every code path, for the contract tests.
+      run_summary: ``run_summary(arrays) -> (stats dict, one line of text)`` over a whole
+        explanation run's stored arrays (``<method>.npz``), which the leaderboard reports (IG's
+        completeness), or None.
       paper: the reference; summary: the first line of ``fn``'s docstring.
     """
 
@@ -103,6 +110,7 @@ class Method:
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     paper: str = ""
+    run_summary: Optional[Callable[[dict], tuple[dict, str]]] = None
     takes_key: bool = False
 
     @property
@@ -116,17 +124,19 @@ class Method:
         """The options with defaults filled in, each checked (``InputError`` naming the problem),
         then the cross-option ``check``."""
         opts = parse_options(self.options, options, label or self.name)
-        view = MODELS[self.model]
-        if view.check is not None:
-            view.check(classifier)
         return self.check(opts, batch, classifier) if self.check else opts
 
     def needs_key(self, options: Mapping[str, Any]) -> bool:
         return self.stochastic(options) if callable(self.stochastic) else bool(self.stochastic)
 
+    def model_passes(self, options: Mapping[str, Any]) -> tuple[float, float]:
+        """(gradient passes, forward passes) per image, the options not given at their
+        defaults."""
+        return self.passes({**self.defaults(), **options})
+
     def cost(self, options: Mapping[str, Any]) -> Cost:
         """ "cheap" (< 50 model passes per image), "costly" (< 500) or "heavy"."""
-        total = sum(self.passes(options))
+        total = sum(self.model_passes(options))
         return "cheap" if total < 50 else "costly" if total < 500 else "heavy"
 
     def call(self, classifier, x, targets, key, options: Mapping[str, Any]):
@@ -236,7 +246,3 @@ def get(name: Any) -> Method:
     if not isinstance(name, str) or name not in _METHODS:
         raise InputError(f"unknown method {name!r}; choose one of {', '.join(_METHODS)}")
     return _METHODS[name]
-
-
-def group_of(name: str) -> Optional[Group]:
-    return get(name).group

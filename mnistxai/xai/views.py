@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import functools
 
+from mnistxai.models.spec import CNN_SPEC
 from mnistxai.util.errors import InputError
 from mnistxai.xai._fast import fast_logits
 from mnistxai.xai.registry import ModelView, Option, register_model
 
 
 def conv_layer(name: str, value) -> str:
-    """Check for a CAM's ``layer`` option: a conv layer name or block alias of the default CNN."""
-    from mnistxai.models.spec import CNN_SPEC
-
+    """Check for a CAM's ``layer`` option: a conv layer name or block alias of the default CNN,
+    returned as the layer's own name (``block3`` -> ``conv6``: one compiled program for both)."""
     if not isinstance(value, str):
         raise InputError(f"{name} must be a layer name, got {value!r}")
     if CNN_SPEC.resolve(value) not in CNN_SPEC.convs:
@@ -33,7 +33,7 @@ def conv_layer(name: str, value) -> str:
             f"CAM methods need a convolutional layer, not {value!r}; choose one of "
             f"{', '.join(convs)}"
         )
-    return value
+    return CNN_SPEC.resolve(value)
 
 
 def layer_fns(classifier, layer: str) -> tuple:
@@ -59,7 +59,5 @@ register_model("classifier", ModelView(lambda clf, o: ((clf,), o)))
 
 def layer_channels(layer: str) -> int:
     """Channels of the default CNN's ``layer`` (Score-CAM's cost: one masked pass each)."""
-    from mnistxai.models.spec import CNN_SPEC
-
     name = CNN_SPEC.resolve(layer)
     return next(entry.features for entry in CNN_SPEC.layers if entry.name == name)

@@ -119,6 +119,30 @@ def _check(options: dict, batch: int, classifier) -> dict:
     return options
 
 
+def completeness(arrays: dict) -> tuple[dict, str]:
+    """IG completeness over a run's stored arrays: |delta| and |delta| / |F(x) - F(b)| statistics,
+    and the line the leaderboard prints."""
+    delta = arrays["extra_convergence_delta"].astype(np.float64)
+    gap = arrays["attribution_sum"].astype(np.float64) - delta  # F(x) - F(baseline)
+    rel = np.abs(delta) / np.maximum(np.abs(gap), 1e-12)
+    stats = {
+        "images": int(len(delta)),
+        "mean_abs_delta": float(np.abs(delta).mean()),
+        "median_abs_delta": float(np.median(np.abs(delta))),
+        "p95_abs_delta": float(np.percentile(np.abs(delta), 95)),
+        "median_relative_delta": float(np.median(rel)),
+        "share_relative_delta_below_1pct": float((rel < 0.01).mean()),
+    }
+    text = (
+        f"IG completeness ({stats['images']} images): mean |δ| {stats['mean_abs_delta']:.4g}, "
+        f"median |δ| {stats['median_abs_delta']:.4g}, 95th percentile "
+        f"{stats['p95_abs_delta']:.4g}; median |δ|/|F(x)−F(b)| "
+        f"{stats['median_relative_delta']:.3%}, {stats['share_relative_delta_below_1pct']:.1%} of "
+        f"images below 1%."
+    )
+    return stats, text
+
+
 @register(
     "integrated_gradients",
     model="logits",
@@ -127,6 +151,7 @@ def _check(options: dict, batch: int, classifier) -> dict:
     checks={"baseline": baseline_option, "blur_sigma": real(0.0, open_lo=True)},
     check=_check,
     stochastic=lambda o: isinstance(o["baseline"], str) and o["baseline"] == "uniform",
+    run_summary=completeness,
     passes=lambda o: (o["steps"], 2),
     quick={"steps": 16},
     smoke={"steps": 4},
@@ -148,7 +173,7 @@ def integrated_gradients(
     Args:
       baseline: 'black' (zeros, default), 'white' (ones), 'blurred' (Gaussian blur of x with
         ``blur_sigma`` pixels, Sturmfels et al. 2020), 'uniform' (U[0, 1] noise, needs ``key``),
-        or an array broadcastable to x.
+        or images (1 or B of them, as ``explain`` takes images).
       steps: quadrature points (50, Captum's default); rule: one of ``RULES``
         ('gauss_legendre' default, as Captum; PAIR saliency uses 25 equally weighted points
         linspace(0, 1, 25), both ends included).

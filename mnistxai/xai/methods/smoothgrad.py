@@ -193,3 +193,11 @@ def vargrad(
         noise=noise,
         chunk_size=chunk_size,
     )["vargrad"]
+
+
+def explain_noise_tunnel(kinds, classifier, images, targets=None, *, key=None, **options):
+    """``mnistxai.xai.explain_together`` for the SmoothGrad family: several of smoothgrad,
+    smoothgrad_sq and vargrad (``kinds``) from one set of noisy gradients, {kind: Explanation}."""
+    from mnistxai.xai.api import explain_together
+
+    return explain_together(check_kinds(kinds), classifier, images, targets, key=key, **options)

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 # the XAI module's chunked loop and per-map scaling serve the metrics unchanged
-from mnistxai.xai._core import chunked_map as chunked, minmax  # noqa: F401  (re-exported)
+from mnistxai.xai._core import DEFAULT_CHUNK, minmax  # noqa: F401  (re-exported)
+from mnistxai.xai._core import chunked_map as chunked  # noqa: F401  (re-exported)
 from mnistxai.util.errors import InputError
 
-DEFAULT_CHUNK = 256  # most model inputs evaluated in one pass (examples x perturbations)
 
 ScoreFn = Callable[[jax.Array], jax.Array]
 

@@ -23,6 +23,7 @@ import numpy as np
 from mnistxai.util import streams
 from mnistxai.util.jit import jit
 from mnistxai.xai._core import at_targets, over_active
+from mnistxai.xai._inputs import IMAGE_SIZE
 from mnistxai.xai._core import blur  # Gaussian, renormalised at the border
 from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.xai.metrics._common import (
@@ -584,11 +585,27 @@ def _score_insertion(batch: Batch, **options) -> dict:
     return {"insertion_auc": r["auc"], "insertion_curve": r["curve"]}
 
 
+def _on_the_image(**limits):
+    """A metric ``check``: option <= its limit, and ``patch`` divides the image if asked."""
+    h, w = IMAGE_SIZE
+
+    def check(options):
+        if limits.get("tiles") and (h % options["patch"] or w % options["patch"]):
+            raise InputError(f"patch {options['patch']} must divide the image size {h}x{w}")
+        for name, limit in limits.items():
+            bound = limit(options) if callable(limit) else limit
+            if name != "tiles" and options[name] > bound:
+                raise InputError(f"{name} must be <= {bound}, got {options[name]}")
+
+    return check
+
+
 @register_metric(
     "region_perturbation",
     category="faithfulness",
     options_of=region_perturbation,
     options=("patch", "regions"),
+    check=_on_the_image(tiles=True, regions=lambda o: (IMAGE_SIZE[0] // o["patch"]) ** 2),
     columns={
         "morf_aopc": ("higher", "Region perturbation AOPC, most relevant first (Samek 2017)"),
         "lerf_aopc": ("lower", "Region perturbation AOPC, least relevant first (Samek 2017)"),
@@ -613,6 +630,7 @@ def _faithfulness_shared(batch: Batch, **options):
     category="faithfulness",
     options_of=faithfulness_correlation,
     options=("runs", "subset"),
+    check=_on_the_image(subset=IMAGE_SIZE[0] * IMAGE_SIZE[1]),
     shared=_faithfulness_shared,
     columns={
         "faithfulness_corr": ("higher", "Faithfulness correlation, target logit (Bhatt 2020)")
@@ -644,6 +662,7 @@ def _infidelity_shared(batch: Batch, **options):
     category="faithfulness",
     options_of=infidelity,
     options=("samples", "patch"),
+    check=_on_the_image(patch=min(IMAGE_SIZE)),
     shared=_infidelity_shared,
     columns={
         "infidelity": (

@@ -68,9 +68,15 @@ class Metric:
     reexplains: bool = False
     setup: Optional[Callable[[Any, jax.Array], Any]] = None
     shared: Optional[Callable[..., Any]] = None
+    check: Optional[Callable[[dict], None]] = None
 
     def parse(self, options: Mapping[str, Any]) -> dict:
-        return parse_options(self.options, options, self.name, "metric")
+        """The options with defaults filled in, each checked, then the cross-option ``check``
+        (``InputError``): all before any image is scored."""
+        parsed = parse_options(self.options, options, self.name, "metric")
+        if self.check is not None:
+            self.check(parsed)
+        return parsed
 
 
 _METRICS: dict[str, Metric] = {}
@@ -88,8 +94,10 @@ def register_metric(
     reexplains: bool = False,
     setup: Optional[Callable] = None,
     shared: Optional[Callable] = None,
+    check: Optional[Callable[[dict], None]] = None,
 ) -> Callable[[Callable], Callable]:
-    """Decorator: register the decorated ``fn(batch, **options) -> dict`` as metric ``name``."""
+    """Decorator: register the decorated ``fn(batch, **options) -> dict`` as metric ``name``
+    (``check(options)``: cross-option validation, an ``InputError`` before any work)."""
 
     def decorate(fn: Callable) -> Callable:
         if name in _METRICS:
@@ -101,7 +109,9 @@ def register_metric(
             if better not in ("higher", "lower"):
                 raise ValueError(f"{column}: better must be 'higher' or 'lower', got {better!r}")
         opts = signature_options(options_of, checks or {}, options) if options else {}
-        _METRICS[name] = Metric(name, fn, category, dict(columns), opts, reexplains, setup, shared)
+        _METRICS[name] = Metric(
+            name, fn, category, dict(columns), opts, reexplains, setup, shared, check
+        )
         ordered = sorted(_METRICS.values(), key=_rank)  # stable: registration order in a category
         _METRICS.clear()
         _METRICS.update((m.name, m) for m in ordered)

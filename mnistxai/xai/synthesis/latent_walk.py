@@ -31,6 +31,7 @@ import numpy as np
 from flax import struct
 
 from mnistxai.models.classifier import Classifier
+from mnistxai.models.classifier import predict as classifier_predict
 from mnistxai.models.vae import VAEModel
 from mnistxai.xai._inputs import as_images
 from mnistxai.util.errors import InputError
@@ -231,18 +232,7 @@ def walk(
 
 def predict(classifier: Classifier, images, batch_size: int = 1000) -> np.ndarray:
     """The CNN's classes (N,) for images (N, 28, 28[, 1]) (uint8 or float in [0, 1])."""
-    x = as_images(images)
-    return np.concatenate(
-        [
-            np.asarray(_classes(classifier, x[s : s + batch_size]))
-            for s in range(0, len(x), batch_size)
-        ]
-    )
-
-
-@jax.jit
-def _classes(classifier: Classifier, x):
-    return jnp.argmax(classifier.logits(x), -1)
+    return classifier_predict(classifier, as_images(images), batch_size)[0]
 
 
 def confusion_matrix(labels, predictions, num_classes: int = 10) -> np.ndarray:
