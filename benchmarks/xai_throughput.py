@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--methods", default=",".join(xai.METHODS), help="comma-separated method names")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per method (best kept)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the batch sizes")
+    ap.add_argument("--batch", type=int, default=None, help="images per call for every method")
     args = ap.parse_args()
 
     clf = classifier(args.checkpoint)
@@ -86,7 +87,7 @@ def main():
         spec = xai.METHODS[name]
         options = {"background": background} if spec.background else {}
         parsed = spec.parse(options, 1, clf)
-        batch = max(1, int(BATCH[spec.cost(parsed)] * args.scale))
+        batch = args.batch or max(1, int(BATCH[spec.cost(parsed)] * args.scale))
         x = images[:batch]
 
         def call(name=name, x=x, options=options):

@@ -32,12 +32,15 @@ td, th { border: 1px solid #d0d7de; padding: .25rem .5rem; text-align: left; }
 _CHECK_IMAGES = """
 window.addEventListener('load', () => {
   const broken = [...document.images].filter(img => !(img.complete && img.naturalWidth > 0));
-  broken.forEach(img => { img.classList.add('broken'); img.alt = 'figure missing: ' +
-  img.getAttribute('src'); });
+  broken.forEach(img => {
+    img.classList.add('broken');
+    img.alt = 'figure missing: ' + img.getAttribute('src');
+  });
   document.body.dataset.imagesTotal = document.images.length;
   document.body.dataset.imagesBroken = broken.length;
-  if (broken.length) document.getElementById('status').textContent = broken.length + ' figure(s)
-  failed to load.';
+  if (broken.length) {
+    document.getElementById('status').textContent = broken.length + ' figure(s) failed to load.';
+  }
 });
 """
 
