@@ -22,7 +22,8 @@ from mnistxai import xai
 from mnistxai.training.checkpoint import load_classifier
 from mnistxai.data import load, to_model_input
 from mnistxai.xai._core import at_targets
-from mnistxai.xai import guided_relu
+from mnistxai.xai.methods.integrated_gradients import make_baseline
+from mnistxai.xai import deconv_relu, guided_relu
 
 DIGITS = 32
 
@@ -99,6 +100,37 @@ def layercam_weigh(a, g):
     return (np.maximum(g, 0) * a).sum(-1)
 
 
+def xgradcam_weigh(a, g):
+    mass = a.sum((0, 1))
+    w = np.where(mass != 0, (g * a).sum((0, 1)) / np.where(mass != 0, mass, 1.0), 0.0)
+    return np.einsum("hwk,k->hw", a, w)
+
+
+def principal_projection(m):
+    """pytorch-grad-cam's get_2d_projection_with_sign_correction, by NumPy's SVD."""
+    rows = m.reshape(-1, m.shape[-1])
+    rows = rows - rows.mean(0)
+    projection = rows @ np.linalg.svd(rows, full_matrices=True)[2][0]
+    if abs(projection.min()) > abs(projection.max()):
+        projection = -projection
+    return projection.reshape(m.shape[:2])
+
+
+def ablation_reference(classifier, x, targets, layer="block3"):
+    """Ablation-CAM by a naive loop: zero one channel at a time and rerun the head."""
+    a = np.asarray(classifier.features(jnp.asarray(x), layer))
+    head = jax.jit(lambda v: classifier.head(v, layer))
+    cams = []
+    for ai, t in zip(a, targets):
+        score = float(head(ai[None])[0, t])
+        ablated = np.repeat(ai[None], ai.shape[-1], 0)
+        for k in range(ai.shape[-1]):
+            ablated[k, ..., k] = 0
+        w = (score - np.asarray(head(ablated))[:, t]) / score if score != 0 else 0 * ai[0, 0]
+        cams.append(np.maximum(np.einsum("hwk,k->hw", ai, w), 0))
+    return np.asarray(jax.image.resize(np.stack(cams), (len(cams), 28, 28), "bilinear"))
+
+
 def minmax(maps):
     lo = maps.min((1, 2), keepdims=True)
     span = maps.max((1, 2), keepdims=True) - lo
@@ -133,6 +165,7 @@ def references(classifier, x, targets):
     errors are measured against the map's scale (or ``scale``'s, where the map may be ~0)."""
     g = np.asarray(flax_grads(classifier, x, targets))
     gb = np.asarray(flax_grads(classifier.with_activation(guided_relu), x, targets)).sum(-1)
+    deconv = np.asarray(flax_grads(classifier.with_activation(deconv_relu), x, targets)).sum(-1)
     gradcam = cam_reference(classifier, x, targets, "block3", gradcam_weigh)
 
     # expected gradients with one background image and fixed path positions is a fixed sum
@@ -155,6 +188,19 @@ def references(classifier, x, targets):
             cam_reference(classifier, x, targets, "conv3", layercam_weigh),
         ),
         "guided_gradcam": ({}, gb * minmax(gradcam)),
+        "deconvnet": ({}, deconv),
+        "xgradcam": ({}, cam_reference(classifier, x, targets, "block3", xgradcam_weigh)),
+        "eigencam": (
+            {},
+            cam_reference(classifier, x, targets, "block3", lambda a, g: principal_projection(a)),
+        ),
+        "eigengradcam": (
+            {},
+            cam_reference(
+                classifier, x, targets, "block3", lambda a, g: principal_projection(g * a)
+            ),
+        ),
+        "ablationcam": ({}, ablation_reference(classifier, x, targets)),
     }
 
 
@@ -256,6 +302,36 @@ def test_ig_completeness_on_256_real_digits(classifier, test_images):
         np.abs(delta[clear]) / np.abs(gap[clear])
     )[-5:]
     assert np.abs(delta).max() < 0.05
+
+
+def test_deeplift_sums_to_the_logit_difference_on_real_digits(classifier, digits, test_images):
+    """Summation to delta, the rule every DeepLIFT multiplier is built to keep: to 1e-10 of the
+    logit scale in float64 on real digits and flat images, for a black and a blurred baseline and
+    for DeepLIFT-SHAP over ten training-set references; and in float32 to 1e-4."""
+    background = np.asarray(to_model_input(test_images[-10:]), np.float64)
+    with jax.enable_x64(True):
+        clf = classifier.astype(jnp.float64)
+        x = jnp.asarray(digits)
+        scale = float(np.abs(np.asarray(clf.logits(x))).max())
+        for name, options in [
+            ("deeplift", {}),
+            ("deeplift", {"baseline": "blurred"}),
+            ("deeplift_shap", {"background": background}),
+        ]:
+            res = xai.explain(name, clf, x, **options)
+            t = jnp.asarray(res.targets)
+            if name == "deeplift":
+                refs = make_baseline(options.get("baseline", "black"), x, None, 4.0)
+                gap = at_targets(clf.logits(x), t) - at_targets(clf.logits(refs), t)
+            else:
+                ref_logits = np.asarray(clf.logits(jnp.asarray(background)))[:, np.asarray(t)]
+                gap = at_targets(clf.logits(x), t) - ref_logits.mean(0)
+            total = np.asarray(res.attributions.sum((1, 2)))
+            assert np.abs(total - np.asarray(gap)).max() < 1e-10 * scale, name
+            delta = np.asarray(res.extras["convergence_delta"])
+            assert np.abs(delta).max() < 1e-10 * scale, name
+    res = xai.explain("deeplift", classifier, digits[:DIGITS].astype(np.float32))
+    assert np.abs(np.asarray(res.extras["convergence_delta"])).max() < 1e-4 * scale
 
 
 def test_occlusion_covers_every_pixel_when_windows_do_not_tile(classifier, digits):

@@ -14,6 +14,7 @@ from mnistxai.xai import methods as _methods  # noqa: F401  (registers every met
 from mnistxai.xai._core import Explanation
 from mnistxai.xai.api import explain, explain_together, parse_methods
 from mnistxai.xai.compat import GradCAM, SaliencyMap
+from mnistxai.xai.methods.deconvnet import deconv_relu
 from mnistxai.xai.methods.guided_backprop import guided_relu
 from mnistxai.xai.methods.lrp import Layer, classifier_layers
 from mnistxai.xai.methods.smoothgrad import explain_noise_tunnel, noise_tunnel
@@ -53,6 +54,7 @@ __all__ = [
     "explain",
     "explain_noise_tunnel",
     "explain_together",
+    "deconv_relu",
     "guided_relu",
     "interpolate",
     "magnitude",

@@ -118,6 +118,12 @@ def _conv_step(layer):
     return lambda x: conv_same(x, w, w_flipped) + layer.bias
 
 
+def affine_step(layer):
+    """The function of x of a folded conv, dense or global-average-pool layer, with this
+    module's fast input-gradient convolutions (kernels flipped once, when it is built)."""
+    return _steps(None)[layer.kind](layer)
+
+
 def _steps(activation):
     """layer kind -> (folded layer -> its function of x)."""
     return {

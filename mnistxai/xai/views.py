@@ -6,6 +6,9 @@
   the twin's when nothing is differentiated): for perturbation methods.
 - ``layer``: ``(features_fn, head_fn)`` split at the option ``layer`` (a conv layer, default
   block 3), ``head_fn(features_fn(x)) == logits``: for class activation maps.
+- ``folded``: the network as a list of ``Folded`` layers, BatchNorm folded into the convs
+  (``mnistxai.models.spec.folded_layers``): for methods that propagate layer by layer (LRP,
+  DeepLIFT).
 - ``classifier``: the classifier itself, for a method that builds what it needs.
 
 A method that needs another view registers it in its own file (``register_model``), as guided
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import functools
 
-from mnistxai.models.spec import CNN_SPEC
+from mnistxai.models.spec import CNN_SPEC, folded_layers
 from mnistxai.util.errors import InputError
 from mnistxai.xai._fast import fast_logits
 from mnistxai.xai.registry import ModelView, Option, register_model
@@ -54,6 +57,10 @@ LAYER_OPTION = {"layer": Option("block3", conv_layer)}
 register_model("logits", ModelView(lambda clf, o: ((fast_logits(clf),), o)))
 register_model("forward", ModelView(lambda clf, o: ((clf.logits,), o)))
 register_model("layer", ModelView(_layer_view, LAYER_OPTION))
+register_model(
+    "folded",
+    ModelView(lambda clf, o: ((folded_layers(clf.model.spec, clf.variables),), o)),
+)
 register_model("classifier", ModelView(lambda clf, o: ((clf,), o)))
 
 

@@ -33,7 +33,7 @@ from mnistxai.models.spec import FOLDED_KINDS, Folded, folded_layers
 from mnistxai.util.errors import InputError
 from mnistxai.xai._core import DEFAULT_CHUNK, Explanation, over_examples, target_or_argmax
 from mnistxai.xai._inputs import real
-from mnistxai.xai.registry import ModelView, register, register_model
+from mnistxai.xai.registry import register
 
 Rule = Literal["epsilon", "alpha_beta", "gamma"]
 InputRule = Literal["zb", "same"]
@@ -73,9 +73,6 @@ def classifier_layers(classifier) -> list[Layer]:
     """The ``Layer`` list of a ``Classifier``: its specification with BatchNorm folded into the
     convs (``mnistxai.models.spec.folded_layers``)."""
     return folded_layers(classifier.model.spec, classifier.variables)
-
-
-register_model("folded", ModelView(lambda clf, o: ((classifier_layers(clf),), o)))
 
 
 def _check(options: dict, batch: int, classifier) -> dict:
