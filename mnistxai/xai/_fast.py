@@ -100,11 +100,17 @@ def _pool_fwd(x):
     return y, (x, y)
 
 
+def route_to_maxima(x: jax.Array, y: jax.Array, v: jax.Array) -> jax.Array:
+    """``v`` (B, H/2, W/2, C) sent to the maxima ``y`` of each 2x2 window of ``x``, split evenly
+    among tied maxima (JAX's gradient of max)."""
+    tied = _windows(x) == y[:, :, None, :, None, :]
+    share = v / tied.sum((2, 4)).astype(v.dtype)  # >= 1 element attains each maximum
+    return jnp.where(tied, share[:, :, None, :, None, :], 0).reshape(x.shape).astype(v.dtype)
+
+
 def _pool_bwd(res, g):
     x, y = res
-    tied = _windows(x) == y[:, :, None, :, None, :]
-    share = g / tied.sum((2, 4)).astype(g.dtype)  # >= 1 element attains each maximum
-    return (jnp.where(tied, share[:, :, None, :, None, :], 0).reshape(x.shape).astype(g.dtype),)
+    return (route_to_maxima(x, y, g),)
 
 
 pool.defvjp(_pool_fwd, _pool_bwd)

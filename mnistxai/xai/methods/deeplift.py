@@ -28,11 +28,11 @@ from mnistxai.xai._core import (
     sample_sum,
     target_or_argmax,
 )
-from mnistxai.xai._fast import affine_step
+from mnistxai.xai._fast import affine_step, route_to_maxima
 from mnistxai.xai._inputs import as_images, real
 from mnistxai.xai.methods.integrated_gradients import (
     baseline_option,
-    images_for_batch,
+    check_baseline,
     make_baseline,
 )
 from mnistxai.xai.registry import register
@@ -68,19 +68,6 @@ def _rescale_relu_bwd(res, g):
 rescale_relu.defvjp(_rescale_relu_fwd, _rescale_relu_bwd)
 
 
-def _windows(a):
-    b, h, w, c = a.shape
-    return a.reshape(b, h // 2, 2, w // 2, 2, c)
-
-
-def _route(z, y, v):
-    """``v`` (B, h, w, C) sent to the maxima ``y`` of each 2x2 window of ``z``, split evenly
-    among tied maxima (JAX's gradient of max)."""
-    tied = _windows(z) == y[:, :, None, :, None, :]
-    share = v / tied.sum((2, 4)).astype(v.dtype)
-    return jnp.where(tied, share[:, :, None, :, None, :], 0).reshape(z.shape).astype(v.dtype)
-
-
 @jax.custom_vjp
 def rescale_pool(z: jax.Array, z0: jax.Array) -> jax.Array:
     """2x2 max-pool of ``z`` with Captum's DeepLIFT rule for max-pooling against the reference
@@ -99,8 +86,8 @@ def _rescale_pool_bwd(res, g):
     z, z0 = res
     y, y0 = max_pool_2x2(z), max_pool_2x2(z0)
     top = jnp.maximum(y, y0)
-    routed = _route(z, y, g * (top - y0)) + _route(z0, y0, g * (y - top))
-    return _rescaled(routed, z - z0, _route(z, y, g)), jnp.zeros_like(z0)
+    routed = route_to_maxima(z, y, g * (top - y0)) + route_to_maxima(z0, y0, g * (y - top))
+    return _rescaled(routed, z - z0, route_to_maxima(z, y, g)), jnp.zeros_like(z0)
 
 
 rescale_pool.defvjp(_rescale_pool_fwd, _rescale_pool_bwd)
@@ -146,19 +133,13 @@ def multiplier_sum(pair, xi, refs, t):
     return ((xs - refs) * m).sum(0), gap, t
 
 
-def _check(options: dict, batch: int, classifier) -> dict:
-    if not isinstance(options["baseline"], str):
-        images_for_batch("baseline", options["baseline"], batch)
-    return options
-
-
 @register(
     "deeplift",
     model="folded",
     family="propagation",
     paper="Shrikumar et al. 2017, arXiv:1704.02685",
     checks={"baseline": baseline_option, "blur_sigma": real(0.0, open_lo=True)},
-    check=_check,
+    check=check_baseline,
     stochastic=lambda o: isinstance(o["baseline"], str) and o["baseline"] == "uniform",
     passes=lambda o: (1, 1),
 )

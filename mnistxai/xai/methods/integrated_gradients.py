@@ -111,9 +111,15 @@ def images_for_batch(name: str, images: np.ndarray, batch: int) -> np.ndarray:
     return images
 
 
-def _check(options: dict, batch: int, classifier) -> dict:
+def check_baseline(options: dict, batch: int, classifier) -> dict:
+    """Cross-option check of a ``baseline`` given as images: 1 or ``batch`` of them."""
     if not isinstance(options["baseline"], str):
         images_for_batch("baseline", options["baseline"], batch)
+    return options
+
+
+def _check(options: dict, batch: int, classifier) -> dict:
+    options = check_baseline(options, batch, classifier)
     if options["rule"] == "trapezoid" and options["steps"] < 2:
         raise InputError("the trapezoid rule needs steps >= 2")
     return options
