@@ -52,6 +52,16 @@ class Classifier:
         """The same weights with every ReLU replaced by ``activation`` (guided backprop, etc.)."""
         return self.replace(model=self.model.clone(activation=activation))
 
+    def contrasted(self, other: int) -> "Classifier":
+        """The same model with every logit k replaced by logit k - logit ``other`` (the output
+        layer's kernel and bias minus their column ``other``; exact, no new layer): explaining
+        class a of it explains "a rather than ``other``" (``mnistxai.xai.Contrast``)."""
+        out = self.model.spec.layers[-1].name
+        layer = self.variables["params"][out]
+        edited = {k: v - v[..., other : other + 1] for k, v in layer.items()}
+        params = {**self.variables["params"], out: edited}
+        return self.replace(variables={**self.variables, "params": params})
+
     def astype(self, dtype) -> "Classifier":
         """The same model with its floating-point variables cast to ``dtype`` (e.g. float64 for
         checks to float64 precision under ``jax_enable_x64``); a no-op when they already are."""

@@ -12,12 +12,12 @@ in ``metrics``.
 
 from mnistxai.xai import methods as _methods  # noqa: F401  (registers every method)
 from mnistxai.xai._core import Explanation
-from mnistxai.xai.api import explain, explain_together, parse_methods
+from mnistxai.xai.api import Contrast, explain, explain_together, parse_methods
 from mnistxai.xai.compat import GradCAM, SaliencyMap
 from mnistxai.xai.methods.deconvnet import deconv_relu
 from mnistxai.xai.methods.guided_backprop import guided_relu
 from mnistxai.xai.methods.lrp import Layer, classifier_layers
-from mnistxai.xai.methods.smoothgrad import explain_noise_tunnel, noise_tunnel
+from mnistxai.xai.methods.smoothgrad import explain_noise_tunnel
 from mnistxai.xai.postprocess import (
     clip_percentile,
     magnitude,
@@ -38,6 +38,7 @@ from mnistxai.xai.synthesis.latent_walk import Walk, confused_pairs, interpolate
 
 __all__ = [
     "AMResult",
+    "Contrast",
     "Counterfactual",
     "METHODS",
     "Explanation",
@@ -59,7 +60,6 @@ __all__ = [
     "interpolate",
     "magnitude",
     "maximize",
-    "noise_tunnel",
     "normalize",
     "normalize_signed",
     "overlay",

@@ -69,19 +69,26 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
     return a[..., None]
 
 
-def as_targets(targets: Any, batch: int, num_classes: int) -> Optional[np.ndarray]:
+def as_targets(
+    targets: Any, batch: int, num_classes: int, name: str = "targets"
+) -> Optional[np.ndarray]:
     """None (explain the predicted class), or int32 (B,) from an int or a length-B integer array."""
     if targets is None:
         return None
-    t = np.asarray(targets)
+    try:
+        t = np.asarray(targets)
+    except Exception as e:  # e.g. ragged lists
+        raise InputError(f"{name} could not be converted to an array: {e}") from None
     if not np.issubdtype(t.dtype, np.integer) or t.dtype == bool:
-        raise InputError(f"targets must be integers (class indices), got dtype {t.dtype}")
+        raise InputError(
+            f"{name} must be integers (class indices), 'all' or a Contrast, got {targets!r:.60}"
+        )
     if t.ndim == 0:
         t = np.full((batch,), t)
     if t.shape != (batch,):
-        raise InputError(f"targets must be an int or have shape ({batch},), got {t.shape}")
+        raise InputError(f"{name} must be an int or have shape ({batch},), got {t.shape}")
     if t.min() < 0 or t.max() >= num_classes:
-        raise InputError(f"targets must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
+        raise InputError(f"{name} must lie in [0, {num_classes - 1}], got {t.min()}..{t.max()}")
     return t.astype(np.int32)
 
 

@@ -5,7 +5,8 @@ Names resolve through the registry (``mnistxai.xai.registry``); this module name
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,17 @@ from mnistxai.xai import registry
 from mnistxai.xai._core import Explanation
 from mnistxai.xai._inputs import as_images, as_key, as_targets
 from mnistxai.xai.registry import METHODS, Method
+
+
+@dataclasses.dataclass(frozen=True)
+class Contrast:
+    """A contrastive target for ``explain``: explain logit ``a`` minus logit ``b`` ("why an
+    ``a`` and not a ``b``"). ``a`` and ``b`` are class indices: ints, or (B,) int arrays (one
+    pair per image). ``Contrast(4, 9)`` for a batch of 4s asks what makes them 4s rather than 9s.
+    """
+
+    a: Any
+    b: Any
 
 
 def _run_method(classifier, x, targets, key, arrays, *, method, static):
@@ -71,7 +83,7 @@ def _prepare(spec: Method, label: str, classifier, images, targets, key, options
 
 
 def explain(
-    method: str, classifier: Classifier, images, targets=None, *, key=None, **options
+    method: str, classifier: Classifier, images, /, targets=None, *, key=None, **options
 ) -> Explanation:
     """Attributions of ``method`` for ``classifier`` on ``images``: an ``Explanation``.
 
@@ -80,7 +92,11 @@ def explain(
       classifier: a ``mnistxai.models.classifier.Classifier`` (for other models call the
         method's function directly: ``METHODS[method].fn``).
       images: (28, 28), (28, 28, 1), (B, 28, 28) or (B, 28, 28, 1); uint8 0-255 or float in [0, 1].
-      targets: None (the predicted class), an int for all, or (B,) ints in [0, num_classes).
+      targets: None (the predicted class), an int for all, (B,) ints in [0, num_classes),
+        ``"all"`` (every class at once: attributions (B, num_classes, 28, 28), targets and extras
+        (B, num_classes, ...), from one compiled call in which the classes share the forward
+        passes; ``chunk_size`` is divided among the classes, so memory stays bounded), or
+        ``Contrast(a, b)`` (logit a minus logit b; extras gain ``contrast_class`` = b).
       key: a ``jax.random.key``; required by the stochastic methods (``METHODS[m].needs_key``),
         which never pick a seed silently; ignored by the others.
       **options: the method's options (``METHODS[method].options`` lists them with defaults).
@@ -92,9 +108,76 @@ def explain(
       compilation per method, dtype, shapes and static options.
     """
     spec = registry.get(method)
+    if isinstance(targets, str):
+        if targets != "all":
+            raise InputError(
+                f"targets must be None, class indices, 'all' or Contrast, got {targets!r}"
+            )
+        return _explain_all_classes(spec, classifier, images, key, options)
+    if isinstance(targets, Contrast):
+        return _explain_contrast(spec, classifier, images, targets, key, options)
     x, t, key, arrays, static = _prepare(spec, method, classifier, images, targets, key, options)
     run = _RUN[_compile_kind(spec, x.dtype)]
     return run(classifier, x, t, key, arrays, method=method, static=static)
+
+
+def _run_all_classes(classifier, x, key, arrays, *, method, static):
+    # vmap over the class: the forward passes do not depend on it, so they stay unbatched and
+    # only the backward passes (or the final gathers of a perturbation method) run per class
+    classes = jnp.arange(classifier.model.num_classes, dtype=jnp.int32)
+    per_class = lambda c: _run_method(
+        classifier, x, jnp.full(x.shape[0], c), key, arrays, method=method, static=static
+    )
+    return jax.vmap(per_class, out_axes=1)(classes)
+
+
+_RUN_ALL = {
+    kind: compiler(_run_all_classes, static_argnames=("method", "static"))
+    for kind, compiler in _COMPILERS.items()
+}
+
+
+def _explain_all_classes(spec: Method, classifier, images, key, options) -> Explanation:
+    if "chunk_size" in spec.options:  # the classes' backward passes run side by side
+        option = spec.options["chunk_size"]
+        chunk = option.parse("chunk_size", options.get("chunk_size", option.default))
+        classes = classifier.model.num_classes if isinstance(classifier, Classifier) else 1
+        options = {**options, "chunk_size": max(1, chunk // classes)}
+    x, _, key, arrays, static = _prepare(spec, spec.name, classifier, images, None, key, options)
+    run = _RUN_ALL[_compile_kind(spec, x.dtype)]
+    return run(classifier, x, key, arrays, method=spec.name, static=static)
+
+
+def _take_rows(rows: jax.Array, new, old):
+    """``new`` where the bool (B,) ``rows`` hold, else ``old``, leaf by leaf."""
+    pick = lambda n, o: jnp.where(rows.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def _explain_contrast(spec: Method, classifier, images, contrast: Contrast, key, options):
+    if spec.score != "logit":
+        raise InputError(
+            f"{spec.name} explains a {spec.score}, which a logit difference does not change; "
+            f"contrastive targets need a method that explains logits"
+        )
+    if not isinstance(classifier, Classifier):
+        raise InputError(
+            f"classifier must be a mnistxai Classifier, got {type(classifier).__name__}"
+        )
+    x = as_images(images)
+    classes = classifier.model.num_classes
+    a = as_targets(contrast.a, x.shape[0], classes, "Contrast.a")
+    b = as_targets(contrast.b, x.shape[0], classes, "Contrast.b")
+    if (a == b).any():
+        raise InputError("a contrast needs two different classes: Contrast.a equals Contrast.b")
+    # logit k - logit b for every k: the output layer's weights minus column b, an exact edit
+    # every view of the model (the fast twin, the layer split, the folded layers) inherits. The
+    # weights are traced, so each b reuses one compiled program.
+    out = None
+    for other in np.unique(b):
+        part = explain(spec.name, classifier.contrasted(int(other)), x, a, key=key, **options)
+        out = part if out is None else _take_rows(jnp.asarray(b == other), part, out)
+    return out.replace(extras={**out.extras, "contrast_class": jnp.asarray(b)})
 
 
 def explain_together(

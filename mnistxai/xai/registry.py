@@ -93,6 +93,9 @@ class Method:
       run_summary: ``run_summary(arrays) -> (stats dict, one line of text)`` over a whole
         explanation run's stored arrays (``<method>.npz``), which the leaderboard reports (IG's
         completeness), or None.
+      score: what the method explains: "logit" (the target's logit; contrastive targets
+        ``Contrast(a, b)`` then explain logit a - logit b) or "probability" (its softmax
+        probability, which a logit difference leaves unchanged: no contrasts).
       paper: the reference; summary: the first line of ``fn``'s docstring.
     """
 
@@ -110,6 +113,7 @@ class Method:
     quick: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     paper: str = ""
+    score: Literal["logit", "probability"] = "logit"
     run_summary: Optional[Callable[[dict], tuple[dict, str]]] = None
     takes_key: bool = False
 

@@ -54,6 +54,7 @@ def rise_masks(
     paper="Petsiuk et al. 2018, arXiv:1806.07421",
     checks={"cells": positive_int(1, 28), "p": real(0.01, 0.99)},
     stochastic=True,
+    score="probability",
     passes=lambda o: (0, 1 + o["masks"]),
     quick={"masks": 256},
     smoke={"masks": 8},

@@ -1,5 +1,5 @@
 """The SmoothGrad family: SmoothGrad, SmoothGrad-Squared and VarGrad, from one set of noisy
-gradients (``noise_tunnel``), registered as a group so explanation runs compute them together."""
+gradients (``noisy_gradients``), registered as a group so explanation runs compute them together."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def check_kinds(kinds) -> tuple[str, ...]:
     return kinds
 
 
-def noise_tunnel(
+def noisy_gradients(
     logits_fn: LogitsFn,
     x: jax.Array,
     targets: Optional[jax.Array] = None,
@@ -92,7 +92,7 @@ def noise_tunnel(
 
 
 # explanation runs compute members with equal options together, all with smoothgrad's key
-NOISE_TUNNEL = Group("smoothgrad", noise_tunnel, private=("signed",))
+NOISE_TUNNEL = Group("smoothgrad", noisy_gradients, private=("signed",))
 FACTS = dict(
     model="logits",
     family="gradient",
@@ -128,7 +128,7 @@ def smoothgrad(
     ``fold_in(that, s)``: results do not depend on ``chunk_size``. With noise=0 it equals
     ``saliency``.
     """
-    return noise_tunnel(
+    return noisy_gradients(
         logits_fn,
         x,
         targets,
@@ -155,7 +155,7 @@ def smoothgrad_sq(
     """SmoothGrad-Squared: the mean of squared gradients over noisy copies (Hooker et al. 2019,
     arXiv:1806.10758; Captum NoiseTunnel 'smoothgrad_sq'). Non-negative. Options ``samples``
     and ``noise`` as smoothgrad's (no ``signed``)."""
-    return noise_tunnel(
+    return noisy_gradients(
         logits_fn,
         x,
         targets,
@@ -183,7 +183,7 @@ def vargrad(
     by n like Captum) of the signed gradient; Captum's NoiseTunnel over ``Saliency`` (abs=True)
     gives the variance of |g| instead. Options ``samples`` and ``noise`` as smoothgrad's (no
     ``signed``)."""
-    return noise_tunnel(
+    return noisy_gradients(
         logits_fn,
         x,
         targets,
