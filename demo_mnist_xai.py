@@ -258,6 +258,28 @@ def main(argv=None):
         confusion_figs.append(
             Figure("confused_pairs.png", "What the network looked at when it confused them.")
         )
+        fig = viz.plot_method_grid(
+            x_all[pair_examples, ..., 0],
+            demo.contrastive_maps(
+                classifier,
+                x_all[pair_examples],
+                preds[pair_examples],
+                labels[pair_examples],
+                quick=args.quick,
+            ),
+            labels[pair_examples],
+            preds[pair_examples],
+            title="Why the predicted class and not the true one",
+            class_names=names,
+        )
+        viz.save_figure(fig, out / "confused_pairs_contrast.png")
+        confusion_figs.append(
+            Figure(
+                "confused_pairs_contrast.png",
+                "Contrastive maps of logit(predicted) − logit(true) (xai.Contrast): red pixels "
+                "argue for the wrong prediction, blue ones for the true class.",
+            )
+        )
     sections.append(
         Section(
             "Confusion analysis",

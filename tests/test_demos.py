@@ -117,6 +117,7 @@ def test_demo_writes_every_section_and_a_consistent_report(
         "good_vs_bad.png",
         "confusion_matrix.png",
         "confused_pairs.png",
+        "confused_pairs_contrast.png",
         "activation_maximization.png",
         "latent_walks.png",
         "training_curves_cnn.png",
@@ -129,7 +130,7 @@ def test_demo_writes_every_section_and_a_consistent_report(
     assert gif.n_frames > 10
     page = (out / "index.html").read_text()
     sources = re.findall(r"<img src='([^']+)'", page)
-    assert len(sources) >= 13 and all((out / s).is_file() for s in sources)
+    assert len(sources) >= 14 and all((out / s).is_file() for s in sources)
     assert "DGN-AM (generator)" in page and "decision flips: " in page
 
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from mnistxai import data
 from mnistxai.models.classifier import predict
+from mnistxai import xai
 from mnistxai.xai import METHODS, explain
 from mnistxai.util.errors import InputError
 
@@ -70,6 +71,23 @@ def explain_all(
         maps[method] = np.asarray(result.attributions)
         seconds[method] = time.perf_counter() - start
     return maps, seconds
+
+
+# signed methods whose map of logit a - logit b is meaningful: gradient, path, propagation, CAM
+CONTRAST_METHODS = ("saliency", "integrated_gradients", "deeplift", "gradcam")
+
+
+def contrastive_maps(classifier, x, first, second, quick: bool = False) -> dict:
+    """Maps of "why ``first`` and not ``second``" (``xai.Contrast``) for the (N, 28, 28, 1)
+    inputs ``x`` and (N,) class arrays: column title -> float32 (N, 28, 28) NumPy maps."""
+    out = {}
+    for method in CONTRAST_METHODS:
+        options = method_options(method, None, quick)
+        if method == "saliency":
+            options["signed"] = True  # the sign says which class a pixel argues for
+        result = explain(method, classifier, x, xai.Contrast(first, second), **options)
+        out[f"{method}\npred − true"] = np.asarray(result.attributions)
+    return out
 
 
 def probabilities(classifier, x, batch_size: int = 2000) -> np.ndarray:
