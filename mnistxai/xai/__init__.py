@@ -4,16 +4,25 @@
 registry (``registry``) of every method in ``methods/``, one file each. Each method is also its
 plain function of model callables, for use with other models: ``mnistxai.xai.saliency(logits_fn,
 x, targets)``, ``mnistxai.xai.gradcam(features_fn, head_fn, x, targets)``, and so on for every
-registered name. ``postprocess`` turns maps into pictures. Synthesis (``synthesis``): activation
-maximization (``maximize``: pixel AM and DGN-AM), latent walks (``walk``: VAE walks with the
-decision flip) and counterfactuals (``pgd``, ``smallest_budget``). Quantitative evaluation lives
-in ``metrics``.
+registered name. ``layer_attribution`` and ``neuron_attribution`` attribute to a layer's units and
+from one unit (Captum's layer and neuron families). ``postprocess`` turns maps into pictures.
+Synthesis (``synthesis``): activation maximization (``maximize``: pixel AM and DGN-AM), latent
+walks (``walk``: VAE walks with the decision flip) and counterfactuals (``pgd``,
+``smallest_budget``). Quantitative evaluation lives in ``metrics``.
 """
 
 from mnistxai.xai import methods as _methods  # noqa: F401  (registers every method)
 from mnistxai.xai._core import Explanation
 from mnistxai.xai.api import Contrast, explain, explain_together, parse_methods
 from mnistxai.xai.compat import GradCAM, SaliencyMap
+from mnistxai.xai.layer_attribution import (
+    LAYER_KINDS,
+    NEURON_KINDS,
+    LayerExplanation,
+    NeuronExplanation,
+    layer_attribution,
+    neuron_attribution,
+)
 from mnistxai.xai.methods.deconvnet import deconv_relu
 from mnistxai.xai.methods.guided_backprop import guided_relu
 from mnistxai.xai.methods.lrp import Layer, classifier_layers
@@ -43,7 +52,11 @@ __all__ = [
     "METHODS",
     "Explanation",
     "GradCAM",
+    "LAYER_KINDS",
     "Layer",
+    "LayerExplanation",
+    "NEURON_KINDS",
+    "NeuronExplanation",
     "Method",
     "NO_REGULARIZERS",
     "Regularizers",
@@ -58,8 +71,10 @@ __all__ = [
     "deconv_relu",
     "guided_relu",
     "interpolate",
+    "layer_attribution",
     "magnitude",
     "maximize",
+    "neuron_attribution",
     "normalize",
     "normalize_signed",
     "overlay",
