@@ -137,6 +137,10 @@ def _relevance_linear(layer, a, r, rule, first, opts):
     checks={"epsilon": real(0.0), "alpha": real(0.0), "gamma": real(0.0)},
     check=_check,
     passes=lambda o: (1, 1),
+    # the epsilon rule's 1 / (z + eps) magnifies float32 rounding where a pre-activation is near
+    # 0: at eps = 1e-6 a batch of 3 and a batch of 1 differ by 1e-3 relative at single pixels of
+    # the contract tests' random network, so they check the code paths at a better-conditioned eps
+    smoke={"epsilon": 1e-3},
 )
 def lrp(
     layers: list[Layer],
