@@ -1,6 +1,6 @@
 """Images/s and achieved GFLOP/s of each XAI method on the seed CNN, for MNIST test images.
 
-    python benchmarks/xai_throughput.py [--checkpoint WORKDIR] [--methods a,b]
+    python benchmarks/xai_throughput.py [--checkpoint WORKDIR] [--methods a,b] [--all-classes]
 
 Every method runs with its registered defaults (IG 50 steps, SmoothGrad and expected gradients 50
 samples with 100 test images as background, occlusion 4x4 window stride 2, RISE 1000 masks), on
@@ -12,6 +12,9 @@ FLOPs are analytic: (model passes per image, ``Method.passes``) x (XLA cost_anal
 or of one
 forward + input-gradient backward, compiled for a batch of 256 and divided by 256). XLA's own
 count of a whole method is not used because it counts a loop body once, not once per trip.
+
+``--all-classes`` also times ``targets="all"`` (maps of all ten classes from one call) on the same
+images and prints its images/s and its ratio to the single-class rate.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per method (best kept)")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the batch sizes")
     ap.add_argument("--batch", type=int, default=None, help="images per call for every method")
+    ap.add_argument(
+        "--all-classes", action="store_true", help="also time targets='all' (ten maps per image)"
+    )
     args = ap.parse_args()
 
     clf = classifier(args.checkpoint)
@@ -82,7 +88,8 @@ def main():
         f"forward+backward {grad / 1e6:.1f} MFLOP/image; float32 2048x2048 matmul "
         f"{matmul_gflops():.0f} GFLOP/s (the practical peak)"
     )
-    print(f"{'method':22s} {'batch':>6s} {'images/s':>10s} {'GFLOP/s':>8s}")
+    extra = f" {'all-classes img/s':>18s} {'ratio':>6s}" if args.all_classes else ""
+    print(f"{'method':22s} {'batch':>6s} {'images/s':>10s} {'GFLOP/s':>8s}{extra}")
     for name in args.methods.split(","):
         spec = xai.METHODS[name]
         options = {"background": background} if spec.background else {}
@@ -90,8 +97,8 @@ def main():
         batch = args.batch or max(1, int(BATCH[spec.cost(parsed)] * args.scale))
         x = images[:batch]
 
-        def call(name=name, x=x, options=options):
-            r = xai.explain(name, clf, x, key=jax.random.key(0), **options)
+        def call(name=name, x=x, options=options, targets=None):
+            r = xai.explain(name, clf, x, targets, key=jax.random.key(0), **options)
             return jax.block_until_ready(r)
 
         result = call()  # compile
@@ -100,7 +107,13 @@ def main():
         if "evaluated" in result.extras:  # occlusion: the windows actually run, plus the image
             n_fwd = float(np.mean(result.extras["evaluated"])) + 1
         flops = n_grad * grad + n_fwd * fwd
-        print(f"{name:22s} {batch:6d} {batch / best:10.1f} {flops * batch / best / 1e9:8.1f}")
+        line = f"{name:22s} {batch:6d} {batch / best:10.1f} {flops * batch / best / 1e9:8.1f}"
+        if args.all_classes:
+            every = lambda: call(targets="all")  # noqa: E731
+            every()  # compile
+            best_all = min(_timed(every) for _ in range(args.repeats))
+            line += f" {batch / best_all:18.1f} {best / best_all:6.2f}"
+        print(line)
 
 
 def _timed(fn) -> float:

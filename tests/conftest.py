@@ -37,9 +37,31 @@ def trained_run(tmp_path_factory, mnist_dir):
     """
     from mnistxai.training.cnn import TrainConfig, train_and_evaluate
 
-    workdir = tmp_path_factory.mktemp("trained_cnn")
-    config = TrainConfig(data_dir=str(mnist_dir), limit_train=5000, limit_test=2000, epochs=1)
-    return workdir, train_and_evaluate(config, workdir, progress=False)
+    def train(workdir):
+        config = TrainConfig(data_dir=str(mnist_dir), limit_train=5000, limit_test=2000, epochs=1)
+        return train_and_evaluate(config, workdir, progress=False)
+
+    return once_per_session(tmp_path_factory, "trained_cnn", train)
+
+
+def once_per_session(tmp_path_factory, name: str, make):
+    """``(workdir, make(workdir))``, made by the first pytest-xdist worker that asks and read back
+    (``history.json``) by the others: the suite trains it once, not once per worker."""
+    import fcntl
+    import json
+
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: nothing to share
+        workdir = tmp_path_factory.mktemp(name)
+        return workdir, make(workdir)
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this session
+    workdir, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the others wait here while the first one trains
+        if not done.exists():
+            workdir.mkdir(exist_ok=True)
+            make(workdir)
+            done.touch()
+    return workdir, json.loads((workdir / "history.json").read_text())
 
 
 @pytest.fixture(scope="session")
