@@ -58,7 +58,11 @@ def parse_args(argv=None):
     p.add_argument(
         "--indices", help="test indices to analyse one by one (default: the first of each class)"
     )
-    p.add_argument("--methods", default="all", help="comma-separated method names (default: all)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated method names, or 'all' (default: every method but exact_shapley)",
+    )
     p.add_argument("--image", help="a picture of a digit to explain too (PNG, JPEG, ...)")
     p.add_argument(
         "--grid-size", type=int, default=12, help="digits in the batch grid (default: 12)"

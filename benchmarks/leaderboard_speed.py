@@ -32,7 +32,7 @@ from mnistxai.xai import parse_methods
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default="runs/cnn")
-    ap.add_argument("--methods", default="all")
+    ap.add_argument("--methods", default=None, help="default: the default set")
     ap.add_argument("--small", type=int, default=32)
     ap.add_argument("--large", type=int, default=96)
     ap.add_argument("--target-images", type=int, default=1000)

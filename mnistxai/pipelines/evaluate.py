@@ -548,7 +548,12 @@ def build_parser() -> ArgumentParser:
     src.add_argument("--run", help="an output folder of `python -m mnistxai.explain`")
     src.add_argument("--checkpoint", help="explain first (into OUT/explanations), then evaluate")
     ap.add_argument("--out", required=True, help="folder for the leaderboard and figures")
-    ap.add_argument("--methods", default="all", help="with --checkpoint: comma-separated or 'all'")
+    ap.add_argument(
+        "--methods",
+        default=None,
+        help="with --checkpoint: comma-separated names, 'all' (every method), or omitted: the "
+        "default set (every method but exact_shapley)",
+    )
     defaults = EvalConfig()
     for name in INT_FLAGS:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))

@@ -215,9 +215,11 @@ def explain_together(
 
 
 def parse_methods(text: Optional[str]) -> tuple[str, ...]:
-    """``"a,b"`` -> ``("a", "b")`` checked against ``METHODS``; None or ``"all"`` -> every
-    method."""
-    if text is None or text == "all":
+    """``"a,b"`` -> ``("a", "b")`` checked against ``METHODS``; ``"all"`` -> every method; None
+    -> the default set (every method whose ``Method.default_set`` holds)."""
+    if text is None:
+        return tuple(name for name, spec in METHODS.items() if spec.default_set)
+    if text == "all":
         return tuple(METHODS)
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     unknown = [m for m in names if m not in METHODS]

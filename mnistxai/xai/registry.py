@@ -96,6 +96,9 @@ class Method:
       score: what the method explains: "logit" (the target's logit; contrastive targets
         ``Contrast(a, b)`` then explain logit a - logit b) or "probability" (its softmax
         probability, which a logit difference leaves unchanged: no contrasts).
+      default_set: whether the pipelines run it when no methods are named (``parse_methods``);
+        False for a method too costly to run on every image by default (exact Shapley values:
+        2^16 model evaluations per image), which ``--methods all`` or its name still runs.
       paper: the reference; summary: the first line of ``fn``'s docstring.
     """
 
@@ -114,6 +117,7 @@ class Method:
     smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     paper: str = ""
     score: Literal["logit", "probability"] = "logit"
+    default_set: bool = True
     run_summary: Optional[Callable[[dict], tuple[dict, str]]] = None
     takes_key: bool = False
 
