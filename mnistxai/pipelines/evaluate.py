@@ -12,6 +12,8 @@ The second form first runs ``mnistxai.pipelines.explain`` into ``DIR/explanation
     per_example.npz         every metric's value per image and method (<method>/<metric>)
     curves.png, randomization.png, bars.png
 
+With ``--masks M.npy`` (bool (N, 28, 28) ground-truth regions of the run's images, e.g. a
+planted shortcut's markers) the localisation metrics are scored too; without, they are skipped.
 A random-attribution and a Sobel-edge baseline are scored alongside the methods. Every method sees
 the same per-image random keys (the same random subsets, noise and tie-breaks), so differences
 between methods are not sampling noise of the metric; the model calls of faithfulness correlation
@@ -77,7 +79,8 @@ class EvalConfig:
         image (32); costly_robustness_images for those under 500 (16); heavy_robustness_images
         for the rest (8: RISE's 1,000 masks). ``Method.cost`` decides which.
       seed: per-image keys are fold_in(key(seed), image index) (0); each metric folds in its name.
-      metrics: the registered metrics to compute (empty: all).
+      metrics: the registered metrics to compute (empty: all; the ``needs_masks`` ones, e.g. the
+        localisation metrics, only when the evaluation is given ground-truth masks).
       metric_options: metric -> its options, e.g. {"region_perturbation": {"regions": 12}}.
       baselines: reference maps scored too (random, sobel).
     """
@@ -105,7 +108,7 @@ class EvalConfig:
         for name in self.metrics:
             get_metric(name)
         for name, opts in self.metric_options.items():
-            if name not in self.selected():
+            if name not in self.selected(masks=True):
                 raise InputError(f"options given for metric {name!r}, which is not computed")
             if not isinstance(opts, dict):
                 raise InputError(f"options of metric {name!r} must be a dict, got {opts!r}")
@@ -115,8 +118,12 @@ class EvalConfig:
             raise InputError(f"unknown baseline(s) {unknown}; choose from {', '.join(M.BASELINES)}")
         return self
 
-    def selected(self) -> tuple[str, ...]:
-        return tuple(self.metrics) or tuple(M.METRICS)
+    def selected(self, masks: bool = False) -> tuple[str, ...]:
+        """The metrics to compute: ``metrics``, or every registered one (``needs_masks`` ones
+        only with ``masks``)."""
+        return tuple(self.metrics) or tuple(
+            m for m in M.METRICS if masks or not M.METRICS[m].needs_masks
+        )
 
     def options(self, metric: str) -> dict:
         return get_metric(metric).parse(self.metric_options.get(metric, {}))
@@ -203,13 +210,19 @@ def evaluate_method(
     fns,
     shared: Optional[list] = None,
     robust_n: int = 0,
+    masks: Optional[np.ndarray] = None,
 ) -> tuple[dict, float]:
     """(per-example values of every selected metric, seconds spent in the re-explaining ones)
     for one method (``maps`` None: a baseline's own maps). ``shared``: ``shared_parts`` of these
     images, used for the batches whose targets match; ``robust_n``: images of the robustness
-    subset; ``states``: each metric's ``setup`` result."""
+    subset; ``states``: each metric's ``setup`` result; ``masks``: bool (N, H, W) ground truth of
+    the images (None: the ``needs_masks`` metrics are skipped)."""
     n, b = len(images), config.batch_size
-    metrics = [get_metric(m) for m in config.selected()]
+    metrics = [
+        m
+        for m in map(get_metric, config.selected(masks is not None))
+        if masks is not None or not m.needs_masks
+    ]
     parts: dict = {}
     robust_seconds = 0.0
     for i, s in enumerate(range(0, n, b)):
@@ -245,6 +258,8 @@ def evaluate_method(
             else:
                 part = shared[i][1].get(m.name) if reuse else None
                 batch = _batch(fns, config, x, a, t, keys, m.name, state=states.get(m.name))
+                if m.needs_masks:
+                    batch = dataclasses.replace(batch, masks=jnp.asarray(masks[s:e]))
                 if m.shared is not None and part is None:
                     part = m.shared(batch, **config.options(m.name))
                 batch = dataclasses.replace(batch, shared=part)
@@ -374,21 +389,34 @@ def evaluate_run(
     classifier=None,
     images=None,
     progress: bool = True,
+    masks=None,
 ) -> dict:
     """Score every finished method of the explanation run ``run_dir`` (plus the baselines) with
     every selected metric and write the leaderboard, evaluation.json, per_example.npz and figures
     into ``out``.
 
     ``classifier`` defaults to the run's checkpoint and ``images`` (uint8 (N, 28, 28)) to its
-    split of its dataset; tests pass their own. Returns the results written to evaluation.json.
+    split of its dataset; tests pass their own. ``masks``: bool (N, 28, 28) ground-truth regions
+    of those images (all False for an image without one), for the ``needs_masks`` (localisation)
+    metrics; without it they are skipped. Returns the results written to evaluation.json.
     """
     config.validate()
+    if masks is None:
+        wanted = [m for m in config.metrics if get_metric(m).needs_masks]
+        if wanted:
+            raise InputError(f"metric(s) {', '.join(wanted)} need ground-truth masks (masks=)")
+    else:
+        masks = np.asarray(masks)
+        if masks.ndim != 3 or masks.dtype != bool:
+            raise InputError(
+                f"masks must be a bool array (N, H, W), got {masks.dtype} {masks.shape}"
+            )
     run_dir, out = Path(run_dir), writable_dir(out, "--out")
     with exclusive(out, "--out"):
-        return _evaluate_run(run_dir, out, config, classifier, images, progress)
+        return _evaluate_run(run_dir, out, config, classifier, images, progress, masks)
 
 
-def _evaluate_run(run_dir, out, config, classifier, images, progress) -> dict:
+def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None) -> dict:
     run_file = run_dir / "run.json"
     if not run_file.exists():
         raise InputError(
@@ -434,8 +462,14 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress) -> dict:
             )
     n = min(config.limit, run["images"], len(images))
     images = np.asarray(images[:n])
+    if masks is not None:
+        if len(masks) < n or masks.shape[1:] != images.shape[1:]:
+            raise InputError(
+                f"masks {masks.shape} must cover the {n} images {images.shape[1:]} evaluated"
+            )
+        masks = masks[:n]
     fns = score_fns(classifier)
-    selected = [get_metric(m) for m in config.selected()]
+    selected = [get_metric(m) for m in config.selected(masks is not None)]
     states = {
         m.name: m.setup(classifier, streams.key(config.seed, m.name))
         for m in selected
@@ -494,6 +528,7 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress) -> dict:
             fns,
             shared,
             robust_n,
+            masks,
         )
         row = {
             "images": n,
@@ -569,6 +604,12 @@ def build_parser() -> ArgumentParser:
     )
     ap.add_argument("--data-dir", default=None, help="IDX folder (with --checkpoint)")
     ap.add_argument("--options", default=None, help="with --checkpoint: JSON method options")
+    ap.add_argument(
+        "--masks",
+        default=None,
+        help="a .npy of bool (N, 28, 28) ground-truth masks of the run's images (all False for "
+        "an image without one): adds the localisation metrics",
+    )
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -601,5 +642,10 @@ def main(argv=None) -> int:
         ).validate()
         run_dir = Path(args.out) / "explanations"
         explain_run(explain_config, run_dir, progress=not args.no_progress)
-    evaluate_run(run_dir, args.out, config, progress=not args.no_progress)
+    masks = None
+    if args.masks is not None:
+        if not Path(args.masks).is_file():
+            raise InputError(f"--masks {args.masks} is not a file")
+        masks = np.load(args.masks, allow_pickle=False)
+    evaluate_run(run_dir, args.out, config, progress=not args.no_progress, masks=masks)
     return 0

@@ -1,4 +1,5 @@
-"""Quantitative evaluation of attribution maps: faithfulness, robustness, complexity, sanity.
+"""Quantitative evaluation of attribution maps: faithfulness, robustness, complexity, sanity,
+localisation.
 
 Every metric takes plain arrays and callables (a model's ``score_fn``, or an ``explain_fn`` for
 the metrics that re-explain), is jit-compiled over the batch and returns one value per example:
@@ -16,7 +17,16 @@ max-sensitivity             ``max_sensitivity``         lower    Yeh et al. 2019
 sparseness (Gini)           ``sparseness``              higher   Chalasani et al. 2020
 complexity (entropy)        ``complexity``              lower    Bhatt et al. 2020
 parameter randomization     ``model_parameter_randomization``  lower  Adebayo et al. 2018
+pointing game               ``pointing_game``           higher   Zhang et al. 2018
+attribution localisation    ``attribution_localisation`` higher  Kohlbrenner et al. 2020
+top-k intersection          ``top_k_intersection``      higher   Theiner et al. 2022
+relevance mass accuracy     ``relevance_mass_accuracy`` higher   Arras et al. 2022
+relevance rank accuracy     ``relevance_rank_accuracy`` higher   Arras et al. 2022
+localisation AUC            ``auc``                     higher   Fawcett 2006
 ==========================  ==========================  =======  ===============================
+
+The localisation metrics take ground-truth masks as well as maps; the leaderboard runs them only
+when it is given masks.
 
 ``faithfulness_drops`` and ``infidelity_drops`` make the model calls of those two metrics once,
 to score many maps of the same images (``drops=``). ``baselines`` gives the random and Sobel-edge
@@ -47,6 +57,14 @@ from mnistxai.xai.metrics.faithfulness import (
     region_perturbation,
     trapezoid_auc,
 )
+from mnistxai.xai.metrics.localisation import (
+    attribution_localisation,
+    auc,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
 from mnistxai.xai.metrics.randomization import (
     CASCADE,
     cascading_randomization,
@@ -65,6 +83,8 @@ __all__ = [
     "CASCADE",
     "METRICS",
     "Metric",
+    "attribution_localisation",
+    "auc",
     "average_ranks",
     "baseline_explain_fn",
     "baseline_maps",
@@ -80,12 +100,16 @@ __all__ = [
     "max_sensitivity",
     "model_parameter_randomization",
     "pearson",
+    "pointing_game",
     "random_attribution",
     "region_perturbation",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
     "register_metric",
     "sobel_attribution",
     "sparseness",
     "spearman",
     "ssim",
+    "top_k_intersection",
     "trapezoid_auc",
 ]

@@ -9,9 +9,11 @@ per-example arrays: every declared column, plus any extra arrays (curves) it wan
 options are read from ``options_of``'s signature (defaults and checks written once, on the pure
 metric function). Its random keys are the images' keys folded with the metric's name
 (``mnistxai.util.streams``). ``reexplains`` metrics call ``batch.explain_fn`` and run on the
-robustness subset only; ``setup(classifier, key)`` runs once per evaluation (the randomization
-cascade); ``shared(batch, **options)`` is the part that does not depend on the map, computed once
-per batch of images and handed to every method's call as ``batch.shared``. Adding a metric is
+robustness subset only; ``needs_masks`` metrics score maps against ground-truth masks
+(``batch.masks``) and run only where the dataset has them; ``setup(classifier, key)`` runs once
+per evaluation (the randomization cascade); ``shared(batch, **options)`` is the part that does not
+depend on the map, computed once per batch of images and handed to every method's call as
+``batch.shared``. Adding a metric is
 adding one such function to a module of ``mnistxai.xai.metrics``, or a new module there.
 """
 
@@ -27,7 +29,7 @@ from mnistxai.util.errors import InputError
 from mnistxai.xai.registry import Check, Option, parse_options, signature_options
 
 Better = Literal["higher", "lower"]
-CATEGORIES = ("faithfulness", "robustness", "complexity", "sanity")
+CATEGORIES = ("faithfulness", "robustness", "complexity", "sanity", "localisation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,8 @@ class Batch:
       chunk_size: the most model inputs evaluated in one pass.
       explain_fn: ``(model, x, targets, keys) -> maps`` of the method (re-explaining metrics).
       classifier: the model ``explain_fn`` takes; state: ``setup``'s result; shared: ``shared``'s.
+      masks: bool (B, H, W) ground-truth regions for the ``needs_masks`` metrics, None where the
+        dataset has none (an image without one: all False).
     """
 
     x: jax.Array
@@ -54,6 +58,7 @@ class Batch:
     classifier: Any = None
     state: Any = None
     shared: Any = None
+    masks: Optional[jax.Array] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Metric:
     setup: Optional[Callable[[Any, jax.Array], Any]] = None
     shared: Optional[Callable[..., Any]] = None
     check: Optional[Callable[[dict], None]] = None
+    needs_masks: bool = False
 
     def parse(self, options: Mapping[str, Any]) -> dict:
         """The options with defaults filled in, each checked, then the cross-option ``check``
@@ -95,9 +101,11 @@ def register_metric(
     setup: Optional[Callable] = None,
     shared: Optional[Callable] = None,
     check: Optional[Callable[[dict], None]] = None,
+    needs_masks: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register the decorated ``fn(batch, **options) -> dict`` as metric ``name``
-    (``check(options)``: cross-option validation, an ``InputError`` before any work)."""
+    (``check(options)``: cross-option validation, an ``InputError`` before any work;
+    ``needs_masks``: it reads ``batch.masks``, so runs only on datasets with ground truth)."""
 
     def decorate(fn: Callable) -> Callable:
         if name in _METRICS:
@@ -110,7 +118,7 @@ def register_metric(
                 raise ValueError(f"{column}: better must be 'higher' or 'lower', got {better!r}")
         opts = signature_options(options_of, checks or {}, options) if options else {}
         _METRICS[name] = Metric(
-            name, fn, category, dict(columns), opts, reexplains, setup, shared, check
+            name, fn, category, dict(columns), opts, reexplains, setup, shared, check, needs_masks
         )
         ordered = sorted(_METRICS.values(), key=_rank)  # stable: registration order in a category
         _METRICS.clear()
@@ -124,9 +132,12 @@ def _rank(metric: Metric) -> int:
     return CATEGORIES.index(metric.category) if metric.category in CATEGORIES else len(CATEGORIES)
 
 
-def columns() -> dict[str, tuple[Better, str]]:
-    """Every leaderboard column: name -> (better, description), in the registry's order."""
-    return {c: v for m in _METRICS.values() for c, v in m.columns.items()}
+def columns(masks: bool = False) -> dict[str, tuple[Better, str]]:
+    """The leaderboard's columns: name -> (better, description), in the registry's order; those
+    of the ``needs_masks`` metrics only with ``masks`` (a dataset with ground-truth masks)."""
+    return {
+        c: v for m in _METRICS.values() if masks or not m.needs_masks for c, v in m.columns.items()
+    }
 
 
 def get_metric(name: Any) -> Metric:
