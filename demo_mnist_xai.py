@@ -37,7 +37,11 @@ from mnistxai.xai.synthesis import activation_max as am, latent_walk as lw
 from mnistxai.util.errors import InputError
 from mnistxai.util.files import writable_dir
 
-DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
+DATASET_TITLES = {
+    "mnist": "MNIST",
+    "fashion_mnist": "Fashion-MNIST",
+    "mnist_shortcut": "planted-shortcut MNIST",
+}
 AM_STARTS = {
     False: 4,
     True: 2,

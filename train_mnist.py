@@ -5,6 +5,8 @@ curves.
 python train_mnist.py --workdir runs/cnn                  # defaults: >= 99.4% test accuracy
 python train_mnist.py --workdir runs/cnn --resume         # continue an interrupted run
 python train_mnist.py --dataset fashion_mnist --workdir runs/fashion
+python train_mnist.py --dataset mnist_shortcut --workdir runs/shortcut   # planted marker
+python train_mnist.py --dataset mnist_shortcut --rrr-weight 100 --workdir runs/shortcut_rrr
 python train_mnist.py --init-from runs/fashion --freeze-backbone --workdir runs/transfer
 python train_mnist.py --model vae                         # runs/vae: conv VAE + latent classifier
 python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn
@@ -52,7 +54,10 @@ def parse_args(argv=None):
         "--model", default="cnn", choices=list(MODELS), help="what to train (default: cnn)"
     )
     p.add_argument(
-        "--dataset", default=DEFAULTS.dataset, help="mnist or fashion_mnist (default: mnist)"
+        "--dataset",
+        default=DEFAULTS.dataset,
+        help="mnist, fashion_mnist or mnist_shortcut (MNIST with a class-coded marker on every "
+        "digit: mnistxai.shortcut) (default: mnist)",
     )
     p.add_argument(
         "--data-dir",
@@ -86,6 +91,14 @@ def parse_args(argv=None):
         metavar="WORKDIR",
         help="generator: a CNN run that scores samples each epoch (IS, Frechet distance) and "
         "picks 'best'",
+    )
+    p.add_argument(
+        "--rrr-weight",
+        type=float,
+        metavar="L",
+        help="CNN on mnist_shortcut: right for the right reasons (Ross et al. 2017), L times the "
+        "squared input gradient of sum_k log p_k on the marker added to the loss "
+        f"(default: {DEFAULTS.rrr_weight}, off)",
     )
     p.add_argument("--seed", type=int, default=DEFAULTS.seed, help=f"default: {DEFAULTS.seed}")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N images only")
@@ -138,6 +151,7 @@ def make_config(args):
         "latent_dim",
         "classifier",
         "prior",
+        "rrr_weight",
     ):
         value = getattr(args, name)
         if value is not None and value is not False:

@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 from mnistxai.util.errors import InputError
 
-DATASETS = ("mnist", "fashion_mnist")
+# mnist_shortcut: MNIST with a class-coded marker planted on every digit (``mnistxai.shortcut``)
+DATASETS = ("mnist", "fashion_mnist", "mnist_shortcut")
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
+    "mnist_shortcut": tuple(str(d) for d in range(10)),
     "fashion_mnist": (
         "T-shirt/top",
         "Trouser",
@@ -243,7 +245,8 @@ def load(
     """Load a dataset split as ``(images uint8 (N, 28, 28), labels int32 (N,))``.
 
     Args:
-      dataset: ``"mnist"`` or ``"fashion_mnist"``.
+      dataset: ``"mnist"``, ``"fashion_mnist"`` or ``"mnist_shortcut"`` (MNIST, found as above,
+        with the marker of its class on every digit: ``mnistxai.shortcut.make``).
       split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
       data_dir: a folder of IDX files; when given it is the only local folder consulted.
       download: allow the tensorflow-datasets download as a last resort (only when the host
@@ -253,6 +256,11 @@ def load(
         raise InputError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if dataset == "mnist_shortcut":
+        from mnistxai import shortcut  # it needs JAX's random streams; plain loads do not
+
+        marked = shortcut.make(*load("mnist", split, data_dir, download), split)
+        return marked.images, marked.labels
     if data_dir is not None:
         folders = [Path(data_dir)]
     else:
