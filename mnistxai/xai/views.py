@@ -64,6 +64,27 @@ register_model(
 register_model("classifier", ModelView(lambda clf, o: ((clf,), o)))
 
 
+def head_fraction(layer: str) -> float:
+    """The share of the default CNN's forward multiply-adds that come after ``layer``: what one
+    pass of ``head_fn`` costs in forward passes (Ablation-CAM's cost: 128 head passes at block 3
+    are 0.15 of a forward pass, not 128)."""
+    name, size, channels, macs, after = CNN_SPEC.resolve(layer), 28, 1, [], None
+    for entry in CNN_SPEC.layers:
+        if entry.kind == "conv":
+            macs.append(size * size * channels * entry.features * 9)
+            channels = entry.features
+        elif entry.kind == "dense":
+            macs.append(channels * entry.features)
+            channels = entry.features
+        elif entry.kind == "maxpool":
+            size //= 2
+        elif entry.kind == "gap":
+            size = 1
+        if entry.name == name:
+            after = len(macs)
+    return sum(macs[after:]) / sum(macs)
+
+
 def layer_channels(layer: str) -> int:
     """Channels of the default CNN's ``layer`` (Score-CAM's cost: one masked pass each)."""
     name = CNN_SPEC.resolve(layer)

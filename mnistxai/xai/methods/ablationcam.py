@@ -20,7 +20,7 @@ from mnistxai.xai._core import (
 )
 from mnistxai.xai.methods.gradcam import FeaturesFn, HeadFn
 from mnistxai.xai.registry import register
-from mnistxai.xai.views import layer_channels
+from mnistxai.xai.views import head_fraction, layer_channels
 
 
 @register(
@@ -28,7 +28,8 @@ from mnistxai.xai.views import layer_channels
     model="layer",
     family="cam",
     paper="Desai & Ramaswamy 2020, WACV",
-    passes=lambda o: (0, 1 + layer_channels(o["layer"])),
+    # one forward pass, then one pass of the head for each ablated channel
+    passes=lambda o: (0, 1 + layer_channels(o["layer"]) * head_fraction(o["layer"])),
 )
 def ablationcam(
     features_fn: FeaturesFn,
