@@ -178,3 +178,12 @@ def test_fast_twin_matches_flax_model_and_its_input_gradient(random_classifier):
     grad = lambda f: jax.jit(jax.grad(lambda z: f(z)[:, 3].sum()))(x)
     expected = grad(clf.logits)
     np.testing.assert_allclose(grad(fast), expected, atol=1e-4 * float(jnp.abs(expected).max()))
+
+
+def test_the_default_set_leaves_out_only_the_opt_out_methods():
+    from mnistxai.xai import METHODS, parse_methods
+
+    default, every = parse_methods(None), parse_methods("all")
+    assert every == tuple(METHODS) and "exact_shapley" in every
+    assert set(every) - set(default) == {n for n, m in METHODS.items() if not m.default_set}
+    assert "exact_shapley" not in default and "saliency" in default
