@@ -69,11 +69,12 @@ def vae_run(tmp_path_factory, mnist_dir):
     """A VAE trained for 3 short epochs (6 steps each) on 384 real images: (workdir, history)."""
     from mnistxai.training.generative import VAEConfig, train_vae
 
-    workdir = tmp_path_factory.mktemp("vae")
     config = VAEConfig(
         data_dir=str(mnist_dir), limit_train=384, limit_test=128, epochs=3, batch_size=64
     )
-    return workdir, train_vae(config, workdir, progress=False)
+    return once_per_session(
+        tmp_path_factory, "vae", lambda workdir: train_vae(config, workdir, progress=False)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +83,9 @@ def generator_run(tmp_path_factory, mnist_dir):
     from generative_fixtures import TINY_GAN
     from mnistxai.training.generative import GANConfig, train_generator
 
-    workdir = tmp_path_factory.mktemp("generator")
-    return workdir, train_generator(
-        GANConfig(data_dir=str(mnist_dir), **TINY_GAN), workdir, progress=False
+    config = GANConfig(data_dir=str(mnist_dir), **TINY_GAN)
+    return once_per_session(
+        tmp_path_factory,
+        "generator",
+        lambda workdir: train_generator(config, workdir, progress=False),
     )
