@@ -98,6 +98,8 @@ def test_contrasts_per_image_equal_one_call_per_pair(classifier, digits):
 def test_bad_targets_are_clear_errors(classifier, digits):
     with pytest.raises(InputError, match="probability"):
         xai.explain("rise", classifier, digits, Contrast(1, 2), key=jax.random.key(0), masks=8)
+    with pytest.raises(InputError, match="needs both classes"):
+        xai.explain("saliency", classifier, digits, Contrast(None, 3))
     with pytest.raises(InputError, match="two different classes"):
         xai.explain("saliency", classifier, digits, Contrast(3, 3))
     with pytest.raises(InputError, match=r"Contrast.b must lie in \[0, 9\]"):

@@ -164,6 +164,8 @@ def _explain_contrast(spec: Method, classifier, images, contrast: Contrast, key,
         raise InputError(
             f"classifier must be a mnistxai Classifier, got {type(classifier).__name__}"
         )
+    if contrast.a is None or contrast.b is None:
+        raise InputError("Contrast(a, b) needs both classes: a to explain, b to explain it against")
     x = as_images(images)
     classes = classifier.model.num_classes
     a = as_targets(contrast.a, x.shape[0], classes, "Contrast.a")
