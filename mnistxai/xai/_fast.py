@@ -141,18 +141,24 @@ def _steps(activation):
     }
 
 
+def layer_steps(layers, activation, label: str = "fast_logits") -> list:
+    """The function of x of each folded layer, in order, ``activation`` for every ReLU; an
+    unknown layer kind is an error naming ``label``."""
+    steps = _steps(activation)
+    unknown = sorted({layer.kind for layer in layers} - set(steps))
+    if unknown:
+        raise ValueError(f"{label} has no rule for layer kind(s) {unknown}")
+    return [steps[layer.kind](layer) for layer in layers]
+
+
 def fast_logits(classifier):
     """``logits_fn`` (B, 28, 28, 1) -> (B, 10) equal to ``classifier.logits``, fast input gradients.
 
     Built from the classifier's layer specification; uses ``classifier.model.activation`` for
     every ReLU (so guided ReLUs and other swaps work). An unknown layer kind is an error here.
     """
-    steps = _steps(classifier.model.activation)
     layers = folded_layers(classifier.model.spec, classifier.variables)
-    unknown = sorted({layer.kind for layer in layers} - set(steps))
-    if unknown:
-        raise ValueError(f"fast_logits has no rule for layer kind(s) {unknown}")
-    fns = [steps[layer.kind](layer) for layer in layers]
+    fns = layer_steps(layers, classifier.model.activation)
 
     def logits_fn(x):
         for fn in fns:

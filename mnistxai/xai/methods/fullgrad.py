@@ -19,8 +19,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from mnistxai.models.spec import FOLDED_KINDS, Folded
-from mnistxai.util.errors import InputError
+from mnistxai.models.spec import Folded
 from mnistxai.xai._core import (
     DEFAULT_CHUNK,
     Explanation,
@@ -29,7 +28,7 @@ from mnistxai.xai._core import (
     resize_maps,
     target_or_argmax,
 )
-from mnistxai.xai._fast import affine_step, pool
+from mnistxai.xai._fast import layer_steps
 from mnistxai.xai.registry import register
 
 # pytorch-grad-cam's scale_cam_image divides by 1e-7 + max: a map that is constant becomes zeros
@@ -42,22 +41,12 @@ def full_gradient(layers: list[Folded]):
     ``probes`` (one per conv and dense layer, shaped like its output, or None) are added to those
     outputs, so the gradient with respect to a probe is the gradient with respect to the layer's
     output; ``outputs`` are those outputs. Also returns the layers' (kind, bias) pairs in the same
-    order. An unknown layer kind is an ``InputError``."""
-    steps, biases = [], []
-    for layer in layers:
-        if layer.kind in ("conv", "dense", "gap"):
-            steps.append((layer.kind, affine_step(layer)))
-            if layer.kind in BIASED:
-                biases.append((layer.kind, layer.bias))
-        elif layer.kind == "relu":
-            steps.append((layer.kind, jax.nn.relu))  # the Flax model's ReLU (gradient 0 at 0)
-        elif layer.kind == "maxpool":
-            steps.append((layer.kind, pool))
-        else:
-            raise InputError(
-                f"FullGrad has no rule for layer kind {layer.kind!r}; known: "
-                f"{', '.join(FOLDED_KINDS)}"
-            )
+    order. An unknown layer kind is an error."""
+    # the Flax model's ReLU (gradient 0 at 0)
+    steps = list(
+        zip([layer.kind for layer in layers], layer_steps(layers, jax.nn.relu, "FullGrad"))
+    )
+    biases = [(layer.kind, layer.bias) for layer in layers if layer.kind in BIASED]
 
     def fn(xs, probes=None):
         outputs = []

@@ -3,8 +3,7 @@ noisy copies of each image, aggregated as SmoothGrad, SmoothGrad-Squared or VarG
 
 from __future__ import annotations
 
-import typing
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +13,9 @@ from mnistxai.util import streams
 from mnistxai.util.errors import InputError
 from mnistxai.xai._core import DEFAULT_CHUNK, Explanation
 from mnistxai.xai._inputs import real
-from mnistxai.xai.methods.smoothgrad import NOISE
+from mnistxai.xai.methods.smoothgrad import NOISE, NoiseKind
 from mnistxai.xai.registry import METHODS, register
 
-Kind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
 SAMPLES = 5  # Captum's nt_samples
 
 
@@ -88,7 +86,7 @@ def noise_tunnel(
     *,
     key: jax.Array,
     method: str = "integrated_gradients",
-    kind: Kind = "smoothgrad",
+    kind: NoiseKind = "smoothgrad",
     samples: int = SAMPLES,
     noise: float = NOISE,
     method_options: Any = (),
@@ -146,6 +144,3 @@ def noise_tunnel(
         for name, v in out.extras.items()
     }
     return Explanation(agg, targets, extras)
-
-
-KINDS: tuple[str, ...] = typing.get_args(Kind)

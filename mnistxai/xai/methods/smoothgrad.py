@@ -3,7 +3,8 @@ gradients (``noisy_gradients``), registered as a group so explanation runs compu
 
 from __future__ import annotations
 
-from typing import Optional
+import typing
+from typing import Literal, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +24,8 @@ from mnistxai.xai._core import (
 from mnistxai.xai._inputs import real
 from mnistxai.xai.registry import Group, register
 
-NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
+NoiseKind = Literal["smoothgrad", "smoothgrad_sq", "vargrad"]
+NOISE_KINDS: tuple[str, ...] = typing.get_args(NoiseKind)
 SAMPLES, NOISE = 50, 0.15  # the defaults of all three
 CHECKS = {"noise": real(0.0, 1.0)}  # a std beyond the value range only blurs the map away
 
