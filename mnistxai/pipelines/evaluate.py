@@ -58,6 +58,9 @@ from mnistxai.util.files import exclusive, writable_dir
 from mnistxai.xai import metrics as M, parse_methods, registry
 from mnistxai.xai.metrics.registry import Batch, get_metric
 
+# ``EvalConfig.metrics`` naming every registered metric (``--metrics all``)
+ALL = ("all",)
+
 # images of the robustness subset, by the method's cost class (``Method.cost``)
 COST_LIMITS = {
     "cheap": "robustness_images",
@@ -79,8 +82,10 @@ class EvalConfig:
         image (32); costly_robustness_images for those under 500 (16); heavy_robustness_images
         for the rest (8: RISE's 1,000 masks). ``Method.cost`` decides which.
       seed: per-image keys are fold_in(key(seed), image index) (0); each metric folds in its name.
-      metrics: the registered metrics to compute (empty: all; the ``needs_masks`` ones, e.g. the
-        localisation metrics, only when the evaluation is given ground-truth masks).
+      metrics: the registered metrics to compute (empty: the default set, every metric whose
+        ``default_set`` holds; ``("all",)``: every registered metric; either way the
+        ``needs_masks`` ones, e.g. the localisation metrics, only when the evaluation is given
+        ground-truth masks).
       metric_options: metric -> its options, e.g. {"region_perturbation": {"regions": 12}}.
       baselines: reference maps scored too (random, sobel).
     """
@@ -105,8 +110,9 @@ class EvalConfig:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise InputError(f"{f} must be an integer >= 0, got {v!r}")
-        for name in self.metrics:
-            get_metric(name)
+        if self.metrics != ALL:
+            for name in self.metrics:
+                get_metric(name)
         for name, opts in self.metric_options.items():
             if name not in self.selected(masks=True):
                 raise InputError(f"options given for metric {name!r}, which is not computed")
@@ -119,11 +125,11 @@ class EvalConfig:
         return self
 
     def selected(self, masks: bool = False) -> tuple[str, ...]:
-        """The metrics to compute: ``metrics``, or every registered one (``needs_masks`` ones
-        only with ``masks``)."""
-        return tuple(self.metrics) or tuple(
-            m for m in M.METRICS if masks or not M.METRICS[m].needs_masks
-        )
+        """The metrics to compute: those named in ``metrics``, else every registered one
+        (``ALL``) or the default set (``needs_masks`` ones only with ``masks``)."""
+        if self.metrics == ALL:
+            return tuple(m for m in M.METRICS if masks or not M.METRICS[m].needs_masks)
+        return tuple(self.metrics) or M.default_metrics(masks)
 
     def options(self, metric: str) -> dict:
         return get_metric(metric).parse(self.metric_options.get(metric, {}))
@@ -402,7 +408,8 @@ def evaluate_run(
     """
     config.validate()
     if masks is None:
-        wanted = [m for m in config.metrics if get_metric(m).needs_masks]
+        named = () if config.metrics == ALL else config.metrics
+        wanted = [m for m in named if get_metric(m).needs_masks]
         if wanted:
             raise InputError(f"metric(s) {', '.join(wanted)} need ground-truth masks (masks=)")
     else:
@@ -594,8 +601,11 @@ def build_parser() -> ArgumentParser:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     ap.add_argument(
         "--metrics",
-        default="all",
-        help="comma-separated metric names or 'all': " + ", ".join(M.METRICS),
+        default=None,
+        help="comma-separated metric names, 'all' (every metric), or omitted: the default set ("
+        + ", ".join(M.default_metrics(masks=True))
+        + "); all: "
+        + ", ".join(M.METRICS),
     )
     ap.add_argument(
         "--metric-options",
@@ -614,9 +624,12 @@ def build_parser() -> ArgumentParser:
     return ap
 
 
-def parse_metrics(text: str) -> tuple[str, ...]:
-    if text == "all":
+def parse_metrics(text: Optional[str]) -> tuple[str, ...]:
+    """``--metrics``: None -> () (the default set), ``"all"`` -> ``ALL``, else the names."""
+    if text is None:
         return ()
+    if text == "all":
+        return ALL
     names = tuple(m.strip() for m in text.split(",") if m.strip())
     for name in names:
         get_metric(name)

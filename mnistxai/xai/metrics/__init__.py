@@ -71,7 +71,14 @@ from mnistxai.xai.metrics.randomization import (
     model_parameter_randomization,
     ssim,
 )
-from mnistxai.xai.metrics.registry import METRICS, Batch, Metric, columns, register_metric
+from mnistxai.xai.metrics.registry import (
+    METRICS,
+    Batch,
+    Metric,
+    columns,
+    default_metrics,
+    register_metric,
+)
 from mnistxai.xai.metrics.robustness import max_sensitivity
 
 for _module in pkgutil.iter_modules(__path__):  # every module's leaderboard entries register
@@ -91,6 +98,7 @@ __all__ = [
     "cascading_randomization",
     "columns",
     "complexity",
+    "default_metrics",
     "deletion",
     "faithfulness_correlation",
     "faithfulness_drops",

@@ -75,6 +75,7 @@ class Metric:
     shared: Optional[Callable[..., Any]] = None
     check: Optional[Callable[[dict], None]] = None
     needs_masks: bool = False
+    default_set: bool = True
 
     def parse(self, options: Mapping[str, Any]) -> dict:
         """The options with defaults filled in, each checked, then the cross-option ``check``
@@ -102,10 +103,13 @@ def register_metric(
     shared: Optional[Callable] = None,
     check: Optional[Callable[[dict], None]] = None,
     needs_masks: bool = False,
+    default_set: bool = True,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register the decorated ``fn(batch, **options) -> dict`` as metric ``name``
     (``check(options)``: cross-option validation, an ``InputError`` before any work;
-    ``needs_masks``: it reads ``batch.masks``, so runs only on datasets with ground truth)."""
+    ``needs_masks``: it reads ``batch.masks``, so runs only on datasets with ground truth;
+    ``default_set``: whether the leaderboard computes it when no metrics are named; a costly
+    metric says False and runs when named or with ``--metrics all``)."""
 
     def decorate(fn: Callable) -> Callable:
         if name in _METRICS:
@@ -118,7 +122,17 @@ def register_metric(
                 raise ValueError(f"{column}: better must be 'higher' or 'lower', got {better!r}")
         opts = signature_options(options_of, checks or {}, options) if options else {}
         _METRICS[name] = Metric(
-            name, fn, category, dict(columns), opts, reexplains, setup, shared, check, needs_masks
+            name,
+            fn,
+            category,
+            dict(columns),
+            opts,
+            reexplains,
+            setup,
+            shared,
+            check,
+            needs_masks,
+            default_set,
         )
         ordered = sorted(_METRICS.values(), key=_rank)  # stable: registration order in a category
         _METRICS.clear()
@@ -132,12 +146,18 @@ def _rank(metric: Metric) -> int:
     return CATEGORIES.index(metric.category) if metric.category in CATEGORIES else len(CATEGORIES)
 
 
+def default_metrics(masks: bool = False) -> tuple[str, ...]:
+    """The metrics the leaderboard computes when none are named: every ``default_set`` one
+    (the ``needs_masks`` ones only with ``masks``), in the registry's order."""
+    return tuple(
+        m.name for m in _METRICS.values() if m.default_set and (masks or not m.needs_masks)
+    )
+
+
 def columns(masks: bool = False) -> dict[str, tuple[Better, str]]:
-    """The leaderboard's columns: name -> (better, description), in the registry's order; those
-    of the ``needs_masks`` metrics only with ``masks`` (a dataset with ground-truth masks)."""
-    return {
-        c: v for m in _METRICS.values() if masks or not m.needs_masks for c, v in m.columns.items()
-    }
+    """The default leaderboard's columns: name -> (better, description), in the registry's
+    order (see ``default_metrics``)."""
+    return {c: v for name in default_metrics(masks) for c, v in _METRICS[name].columns.items()}
 
 
 def get_metric(name: Any) -> Metric:
