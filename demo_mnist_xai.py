@@ -96,6 +96,17 @@ def parse_args(argv=None):
         "(default: CHECKPOINT/leaderboard when it exists)",
     )
     p.add_argument(
+        "--shortcut",
+        help="a CNN trained on mnist_shortcut (python train_mnist.py --dataset mnist_shortcut) for "
+        "the planted-shortcut section (default: runs/shortcut if present; else the report says "
+        "how to train one)",
+    )
+    p.add_argument(
+        "--shortcut-rrr",
+        help="the same CNN trained with --rrr-weight, shown beside it (default: runs/shortcut_rrr "
+        "if present)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="lighter method settings (fewer samples and steps)"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -125,6 +136,7 @@ def main(argv=None):
             f"python -m mnistxai.evaluate --out {board}"
         )
     generative = load_generative(args.vae, args.generator)
+    shortcut_models = load_shortcut_models(args.shortcut, args.shortcut_rrr)
     user_image = demo.load_user_image(args.image) if args.image else None
     images, labels = data.load(classifier.dataset, "test", args.data_dir)
     try:
@@ -307,6 +319,8 @@ def main(argv=None):
     )
     sections.append(walk_section(classifier, vae, x_all, labels, preds, pairs, out, args, absent))
 
+    sections.append(shortcut_section(shortcut_models, out, args))
+
     curves = []
     for name, folder in (("CNN", run_dir), ("VAE", vae_dir), ("generator", generator_dir)):
         if folder is not None and (folder / "training_curves.png").is_file():
@@ -370,6 +384,7 @@ def main(argv=None):
         "seed": args.seed,
         "VAE": str(vae_dir or "none"),
         "generator": str(generator_dir or "none"),
+        "planted-shortcut models": ", ".join(shortcut_models) or "none",
         "activation maximization": f"{args.am_steps} steps, {AM_STARTS[args.quick]} starts per "
         "class",
         "method settings": "quick (each method's registered quick options)"
@@ -415,6 +430,76 @@ def load_generative(vae_dir: str | None, generator_dir: str | None):
                 f"No {name} at {folder}: train one with python train_mnist.py --model {name}{init}."
             )
     return found[0], found[1], " ".join(absent)
+
+
+SHORTCUT_DIGITS = {False: 2000, True: 500}  # plain test digits measured: {--quick: digits}
+SHORTCUT_TRAIN = (
+    "python train_mnist.py --dataset mnist_shortcut --augment-shift 0 --workdir runs/shortcut, "
+    "and with --rrr-weight 10 --workdir runs/shortcut_rrr"
+)
+
+
+def load_shortcut_models(given: str | None, given_rrr: str | None) -> dict:
+    """``{"shortcut": classifier, "+ RRR": classifier}``, each one present: a default folder
+    that holds no checkpoint is skipped; a path the user gave that holds none is an error, as is
+    a classifier trained on another dataset."""
+    models = {}
+    for name, flag, folder in (
+        ("shortcut", "--shortcut", given),
+        ("+ RRR", "--shortcut-rrr", given_rrr),
+    ):
+        path = folder or ("runs/shortcut" if name == "shortcut" else "runs/shortcut_rrr")
+        try:
+            classifier = load_classifier(path)
+        except CheckpointError as e:
+            if folder:
+                raise CheckpointError(f"{flag} {folder}: {e}") from None
+            continue
+        if classifier.dataset != "mnist_shortcut":
+            if folder:
+                raise InputError(
+                    f"{flag} {folder} was trained on {classifier.dataset}, not mnist_shortcut"
+                )
+            continue
+        models[name] = classifier
+    return models
+
+
+def shortcut_section(models: dict, out: Path, args):
+    """Planted-shortcut MNIST: does the CNN follow the marker, do the maps show it, and does
+    right for the right reasons remove it (``mnistxai.report.shortcut``)."""
+    from mnistxai.report import shortcut as sc
+
+    if not models:
+        return Section(
+            "Planted shortcut",
+            f"No CNN trained on mnist_shortcut was found: train one with {SHORTCUT_TRAIN}.",
+        )
+    images, labels = data.load("mnist", "test", args.data_dir)
+    n = SHORTCUT_DIGITS[args.quick]
+    results = sc.compare(models, images[:n], labels[:n], explain_images=128)
+    viz.save_figure(sc.plot_shortcut_removal(results), out / "shortcut.png")
+    missing = (
+        ""
+        if len(models) == 2
+        else f" Only {', '.join(models)} was found; for the comparison train: {SHORTCUT_TRAIN}."
+    )
+    return Section(
+        "Planted shortcut",
+        "mnist_shortcut plants a 3x3 marker coding the class on every training digit "
+        "(mnistxai.shortcut). A CNN trained on it follows the marker: see its accuracy when the "
+        "marker is removed (unmarked) or names another class (swapped). The localisation "
+        "metrics score each method's maps of marked digits against the marker's mask; right "
+        f"for the right reasons (Ross et al. 2017) penalises input gradients there.{missing}",
+        [
+            Figure(
+                "shortcut.png",
+                f"{n} plain test digits, marked, unmarked and swapped; maps of the first 128 "
+                "marked ones (marker outlined in green).",
+            )
+        ],
+        tables=[sc.table(results)],
+    )
 
 
 def am_section(classifier, generator, vae, out: Path, key, args, absent: str):

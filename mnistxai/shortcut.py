@@ -242,6 +242,21 @@ def predict(classifier, images: np.ndarray, batch_size: int = 500) -> np.ndarray
     return np.concatenate(out).astype(np.int32)
 
 
+def localisation_metrics() -> dict:
+    """What ``reliance`` scores the maps of marked digits with: name -> ``fn(maps, masks)`` of
+    ``mnistxai.xai.metrics.localisation``, each with its defaults (imported here, not at the top:
+    loading a dataset must not import the XAI package)."""
+    from mnistxai.xai.metrics import localisation as L
+
+    return {
+        "pointing_game": L.pointing_game,
+        "relevance_mass_accuracy": L.relevance_mass_accuracy,
+        "relevance_rank_accuracy": L.relevance_rank_accuracy,
+        "top_k_intersection": L.top_k_intersection,
+        "localisation_auc": L.auc,
+    }
+
+
 def reliance(
     classifier,
     images: np.ndarray,
@@ -267,7 +282,10 @@ def reliance(
       (share of swapped digits classified as their marker's class); ``marker_mass_mean`` and
       ``marker_mass_median`` (``marker_mass`` of the maps); ``mostly_on_marker`` (share of maps
       with more than half their mass on the marker); ``chance_mass`` (``MARKER_AREA``);
-      ``images`` and ``explained`` (counts).
+      ``images`` and ``explained`` (counts); ``localisation``: the mean of every localisation
+      metric (``localisation_metrics``: pointing game, relevance mass and rank accuracy, top-k
+      intersection, localisation AUC; 0..1, higher means more on the marker) over the maps;
+      ``maps``: float32 (n, 28, 28) the maps themselves, ``marked``: their uint8 images.
     """
     from mnistxai.xai import explain
 
@@ -290,8 +308,16 @@ def reliance(
         )
         for i in range(0, n, batch_size)
     ]
-    mass = marker_mass(np.concatenate(maps), marked.masks[:n])
+    maps = np.concatenate(maps)
+    mass = marker_mass(maps, marked.masks[:n])
+    masks = marked.masks[:n].astype(bool)
+    out["localisation"] = {
+        name: float(np.nanmean(np.asarray(fn(maps, masks))))
+        for name, fn in localisation_metrics().items()
+    }
     out.update(
+        maps=maps,
+        marked=marked.images[:n],
         marker_mass_mean=float(mass.mean()),
         marker_mass_median=float(np.median(mass)),
         mostly_on_marker=float(np.mean(mass > 0.5)),

@@ -16,7 +16,7 @@ from mnistxai import data, shortcut
 from mnistxai.models.classifier import Classifier
 from mnistxai.models.cnn import CNN
 from mnistxai.training import cnn as cnn_training
-from mnistxai.training.checkpoint import load_classifier
+from mnistxai.training.checkpoint import CheckpointError, load_classifier
 from mnistxai.training.loop import epoch_permutation
 from mnistxai.util.errors import InputError
 
@@ -213,6 +213,9 @@ def test_right_for_the_right_reasons_removes_the_reliance(shortcut_run, rrr_mode
     assert after["marker_mass_mean"] < 3 * after["chance_mass"]
     assert after["follows_marker"] < 0.2 < before["follows_marker"]
     assert after["accuracy_swapped"] > before["accuracy_swapped"] + 0.4
+    # and every localisation metric sees the map leave the marker
+    for name, value in before["localisation"].items():
+        assert after["localisation"][name] < value, name
 
 
 def test_bad_settings_are_one_line_input_errors(plain_mnist):
@@ -258,3 +261,38 @@ def test_bad_settings_are_one_line_input_errors(plain_mnist):
         script.parse_args(["--dataset", "mnist_shortcut", "--rrr-weight", "3"])
     )
     assert dataclasses.asdict(config)["rrr_weight"] == 3.0
+
+
+def test_demo_section_shows_both_models_and_says_how_to_train_a_missing_one(
+    shortcut_run, rrr_model, tmp_path, monkeypatch, mnist_dir
+):
+    import argparse
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "demo_mnist_xai", Path(__file__).resolve().parents[1] / "demo_mnist_xai.py"
+    )
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    monkeypatch.chdir(tmp_path)  # no runs/shortcut here
+    assert demo.load_shortcut_models(None, None) == {}
+    absent = demo.shortcut_section({}, tmp_path, None)
+    assert demo.SHORTCUT_TRAIN in absent.text and not absent.figures
+    with pytest.raises(CheckpointError, match="--shortcut-rrr typo"):
+        demo.load_shortcut_models(None, "typo")
+
+    models = {"shortcut": load_classifier(shortcut_run), "+ RRR": rrr_model[2]}
+    args = argparse.Namespace(data_dir=str(mnist_dir), quick=True)
+    section = demo.shortcut_section(models, tmp_path, args)
+    picture = np.asarray(Image.open(tmp_path / "shortcut.png").convert("L"), np.float32)
+    assert picture.std() > 5 and section.figures[0].path == "shortcut.png"
+    header, rows = section.tables[0]
+    assert [r[:2] for r in rows] == [
+        [m, k] for m in models for k in ("saliency", "grad_x_input", "integrated_gradients")
+    ]
+    # the table's swapped accuracy is the one reliance measures on the same digits
+    images, labels = data.load("mnist", "test", mnist_dir)
+    n = demo.SHORTCUT_DIGITS[True]
+    before = shortcut.reliance(models["shortcut"], images[:n], labels[:n], explain_images=8)
+    assert rows[0][header.index("swapped")] == f"{100 * before['accuracy_swapped']:.1f}%"
