@@ -6,14 +6,32 @@
 The second form first runs ``mnistxai.pipelines.explain`` into ``DIR/explanations``. Writes into
 ``--out``:
 
-    leaderboard.csv / .md   method x metric: mean, standard error, images used, time
-    evaluation.json         the same plus the mean deletion/insertion curves and randomization
-    cascade
+    leaderboard.csv / .md   method x metric: mean, standard error, its bootstrap interval, the
+                            rank with its interval, images used, time; the cost per image
+    evaluation.json         the same plus the mean deletion/insertion curves, randomization
+                            cascade and Kendall's W across the metrics
     per_example.npz         every metric's value per image and method (<method>/<metric>)
-    curves.png, randomization.png, bars.png
+    curves.png, randomization.png, bars.png, ranks.png, pareto.png
+
+How sure it is (``mnistxai.pipelines.ranking``): every mean gets a 95% percentile-bootstrap
+interval over images (``bootstrap_samples`` resamples), and every row a rank per metric column
+(1 = best, ties averaged) with its interval from the same resamples, which are **paired**: all
+rows of a column are scored on the same resampled images. Each column is bootstrapped on the
+images all its rows have (all images; the re-explaining metrics' columns: the robustness subset
+common to every row, the smallest of them); a row with more images there (a cheap method's
+larger subset) gets its mean's interval from a bootstrap of its own images, the rank from the
+common ones. Resamples depend only on the seed and the number of images, so columns on the same
+images share them; Kendall's W (tie-corrected) of the columns' rankings of the rows says how far
+the metrics agree, with its interval from the resampled ranks.
+
+What each method costs (``mnistxai.xai.cost``): FLOPs per image of its compiled program as XLA
+counts them (loop-aware), the same as forward-equivalents (FLOPs / one forward pass), and the
+run's seconds per image (steady throughput of ``<method>.json``). Baselines have no cost.
 
 With ``--masks M.npy`` (bool (N, 28, 28) ground-truth regions of the run's images, e.g. a
-planted shortcut's markers) the localisation metrics are scored too; without, they are skipped.
+planted shortcut's markers) the localisation metrics are scored too; a run on ``mnist_shortcut``
+needs none: its masks are the markers found in its images (``shortcut.find_markers``). Without
+either, they are skipped.
 A random-attribution and a Sobel-edge baseline are scored alongside the methods. Every method sees
 the same per-image random keys (the same random subsets, noise and tie-breaks), so differences
 between methods are not sampling noise of the metric; the model calls of faithfulness correlation
@@ -39,6 +57,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mnistxai import data
+from mnistxai.pipelines import ranking
 from mnistxai.util.cli import ArgumentParser
 from mnistxai.pipelines.explain import (
     RUN_FORMAT,
@@ -60,6 +79,11 @@ from mnistxai.xai.metrics.registry import Batch, get_metric
 
 # ``EvalConfig.metrics`` naming every registered metric (``--metrics all``)
 ALL = ("all",)
+
+# the coverage of the bootstrap intervals
+LEVEL = 0.95
+# the dataset whose images carry their own ground-truth masks (the planted markers)
+SHORTCUT = "mnist_shortcut"
 
 # images of the robustness subset, by the method's cost class (``Method.cost``)
 COST_LIMITS = {
@@ -88,6 +112,9 @@ class EvalConfig:
         ground-truth masks).
       metric_options: metric -> its options, e.g. {"region_perturbation": {"regions": 12}}.
       baselines: reference maps scored too (random, sobel).
+      bootstrap_samples: resamples of the intervals of means and ranks (1000; 0: none).
+      cost_images: images of the batch each method's program is compiled for to count its FLOPs
+        (``mnistxai.xai.cost.method_cost``; 8; 0: no cost columns).
     """
 
     limit: int = 1000
@@ -100,13 +127,15 @@ class EvalConfig:
     metrics: tuple = ()
     metric_options: dict = dataclasses.field(default_factory=dict)
     baselines: tuple = M.BASELINES
+    bootstrap_samples: int = 1000
+    cost_images: int = 8
 
     def validate(self) -> "EvalConfig":
         for f in ("limit", "batch_size", "chunk_size"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"{f} must be a positive integer, got {v!r}")
-        for f in COST_LIMITS.values():
+        for f in (*COST_LIMITS.values(), "bootstrap_samples", "cost_images"):
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise InputError(f"{f} must be an integer >= 0, got {v!r}")
@@ -137,7 +166,10 @@ class EvalConfig:
 
 def robustness_images(config: EvalConfig, name: str, options: Optional[dict] = None) -> int:
     """How many images the re-explaining metrics use for ``name`` (a method or a baseline)."""
-    cost = registry.get(name).cost(options or {}) if name in registry.METHODS else "cheap"
+    cost = "cheap"
+    if name in registry.METHODS:  # the cost model reads checked values (occlusion's window pair)
+        spec = registry.get(name)
+        cost = spec.cost(registry.parse_options(spec.options, options or {}, name))
     return min(config.robustness_images, getattr(config, COST_LIMITS[cost]))
 
 
@@ -304,16 +336,103 @@ def _fmt(mean, se):
     return f"{mean:.3f} ± {se:.3f}" if np.isfinite(se) else f"{mean:.3f}"
 
 
+def method_cost_row(name, options, timing, classifier, images, targets) -> dict:
+    """``mnistxai.xai.cost.method_cost`` of a method with the run's options, plus its seconds
+    per image in the run (1 / the steady images per second of ``<method>.json``; without it,
+    its wall time per image; methods computed together share their time equally)."""
+    from mnistxai.xai.cost import method_cost
+
+    cost = method_cost(name, classifier, options, images=images, targets=targets)
+    rate, count = timing.get("images_per_s"), timing.get("images")
+    seconds = 1 / rate if rate else timing["seconds"] / count if count else None
+    return {**cost, "seconds_per_image": seconds, "shared_with": timing.get("shared_with", [])}
+
+
+def add_statistics(results: dict, scored: dict, config: EvalConfig) -> dict:
+    """Adds to every metric entry of every row its mean's bootstrap interval (``ci_low``,
+    ``ci_high``) and its rank in the column (``rank``, ``rank_median``, ``rank_low``,
+    ``rank_high``; ``rank_images``: the images the column's rows were ranked on); returns
+    Kendall's W of the columns' rankings with its interval. ``scored``: row -> per-example
+    values (see the module docstring for which images each column uses)."""
+    rows, cols, b = results["methods"], results["columns"], config.bootstrap_samples
+    nan, point, per = float("nan"), [], []
+    for col, (better, _) in cols.items():
+        values = {r: np.asarray(scored[r].get(col, np.zeros(0)), np.float64) for r in rows}
+        common = min(len(v) for v in values.values())
+        head = {r: v[:common] for r, v in values.items()}
+        if b:
+            stats = ranking.bootstrap(head, better, b, LEVEL, seed=(config.seed, common))
+        else:  # no resamples: the ranks of the means only
+            ranks = ranking.rank_rows(np.array([summarize(v)[0] for v in head.values()]), better)
+            stats = {r: _no_intervals(float(k)) for r, k in zip(head, ranks)}
+        for r, row in rows.items():
+            s, own = stats[r], stats[r]
+            if b and len(values[r]) > common:  # its mean is over more images than the common
+                seed = (config.seed, len(values[r]))
+                own = ranking.bootstrap({r: values[r]}, better, b, LEVEL, seed=seed)[r]
+            row["metrics"][col].update(
+                ci_low=own["ci_low"],
+                ci_high=own["ci_high"],
+                **{k: s[k] for k in ("rank", "rank_median", "rank_low", "rank_high")},
+                rank_images=common,
+            )
+        point.append([stats[r]["rank"] for r in rows])
+        per.append([stats[r]["rank_samples"] for r in rows])
+    if not cols:
+        return {"w": nan, "ci_low": nan, "ci_high": nan, "metrics": 0, "methods": len(rows)}
+    return {**ranking.concordance(np.array(point), np.array(per), LEVEL), "columns": list(cols)}
+
+
+def _no_intervals(rank: float) -> dict:
+    nan = float("nan")
+    keys = ("ci_low", "ci_high", "rank_median", "rank_low", "rank_high")
+    return {**dict.fromkeys(keys, nan), "rank": rank, "rank_samples": np.zeros(0)}
+
+
+def _fmt_ci(mean, lo, hi) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else f"{mean:.3f}"
+
+
+def _fmt_rank(entry) -> str:
+    rank, lo, hi = entry["rank"], entry.get("rank_low", np.nan), entry.get("rank_high", np.nan)
+    if not np.isfinite(rank):
+        return "n/a"
+    return f"{rank:g} [{lo:g}, {hi:g}]" if np.isfinite(lo) else f"{rank:g}"
+
+
+def _fmt_w(c: dict) -> str:
+    w = c.get("w", float("nan"))
+    if w is None or not np.isfinite(w):
+        return "n/a"
+    lo, hi = c.get("ci_low"), c.get("ci_high")
+    if lo is None or not np.isfinite(lo):
+        return f"{w:.3f}"
+    return f"{w:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+COST_COLUMNS = ("seconds_per_image", "flops_per_image", "forward_equivalents")
+STAT_KEYS = ("mean", "se", "n", "ci_low", "ci_high", "rank", "rank_low", "rank_high")
+
+
+def _num(v) -> str:
+    return "" if v is None else str(v) if isinstance(v, (int, np.integer)) else f"{v:.6g}"
+
+
 def write_leaderboard(out: Path, results: dict) -> None:
-    """leaderboard.csv (wide: <column>_mean, <column>_se, <column>_n) and leaderboard.md."""
+    """leaderboard.csv (wide: per column <column>_mean, _se, _n, _ci_low, _ci_high, _rank,
+    _rank_low, _rank_high; per row its cost) and leaderboard.md."""
     rows, cols = results["methods"], results["columns"]
     header = ["method", "images", "explain_seconds", "evaluate_seconds", "robustness_seconds"]
+    header += list(COST_COLUMNS)
     for m in cols:
-        header += [f"{m}_mean", f"{m}_se", f"{m}_n"]
+        header += [f"{m}_{k}" for k in STAT_KEYS]
     table = io.StringIO()
     w = csv.writer(table)
     w.writerow(header)
     for name, r in rows.items():
+        cost = r.get("cost") or {}
         line = [
             name,
             r["images"],
@@ -321,17 +440,25 @@ def write_leaderboard(out: Path, results: dict) -> None:
             r["evaluate_seconds"],
             r["robustness_seconds"],
         ]
+        line += [_num(cost.get(k)) for k in COST_COLUMNS]
         for m in cols:
-            line += [f"{r['metrics'][m][k]:.6g}" for k in ("mean", "se")] + [r["metrics"][m]["n"]]
+            line += [_num(r["metrics"][m].get(k, float("nan"))) for k in STAT_KEYS]
         w.writerow(line)
     write_text_atomic(out / "leaderboard.csv", table.getvalue())
+    boot = results["config"].get("bootstrap_samples", 0)
+    cells_are = (
+        f"Cells: mean [low, high], the {LEVEL:.0%} percentile-bootstrap interval over images "
+        f"({boot} resamples, paired across rows); leaderboard.csv also has each standard error "
+        f"(mean ± se)."
+        if boot
+        else "Mean ± standard error over images."
+    )
     lines = [
         f"# Explanation leaderboard ({results['images']} {results['dataset']} test images; the "
         f"re-explaining metrics on the first {results['robustness_images']}, fewer for costly "
         f"methods: column 'robust n')",
         "",
-        "Mean ± standard error over images. Baselines: `random` (uniform noise maps) and "
-        "`sobel` (edge magnitude).",
+        f"{cells_are} Baselines: `random` (uniform noise maps) and `sobel` (edge magnitude).",
         "",
         "| method | "
         + " | ".join(f"{m} ({'↓' if b == 'lower' else '↑'})" for m, (b, _) in cols.items())
@@ -339,7 +466,16 @@ def write_leaderboard(out: Path, results: dict) -> None:
         "|---" * (len(cols) + 4) + "|",
     ]
     for name, r in rows.items():
-        cells = [_fmt(r["metrics"][m]["mean"], r["metrics"][m]["se"]) for m in cols]
+        cells = [
+            _fmt_ci(
+                r["metrics"][m]["mean"],
+                r["metrics"][m].get("ci_low", np.nan),
+                r["metrics"][m].get("ci_high", np.nan),
+            )
+            if boot
+            else _fmt(r["metrics"][m]["mean"], r["metrics"][m]["se"])
+            for m in cols
+        ]
         expl = "—" if r["explain_seconds"] is None else f"{r['explain_seconds']:.1f}"
         lines.append(
             f"| {name} | "
@@ -352,6 +488,65 @@ def write_leaderboard(out: Path, results: dict) -> None:
         + "; ".join(f"**{m}**: {d} ({b} is better)" for m, (b, d) in cols.items())
         + ".",
     ]
+    if cols:
+        first = next(iter(rows.values()))["metrics"]
+        fewer = [
+            f"{m}: {first[m].get('rank_images')}"
+            for m in cols
+            if first[m].get("rank_images", results["images"]) != results["images"]
+        ]
+        lines += [
+            "",
+            "## Rank [low, high]",
+            "",
+            "Rank of each row in each column (1 = best, ties share the average rank)"
+            + (f", with its {LEVEL:.0%} interval over the bootstrap resamples" if boot else "")
+            + (
+                f"; the columns on fewer images rank on those every row has ({', '.join(fewer)})"
+                if fewer
+                else ""
+            )
+            + ".",
+            "",
+            "| method | " + " | ".join(cols) + " |",
+            "|---" * (len(cols) + 1) + "|",
+        ]
+        for name, r in rows.items():
+            lines.append(
+                f"| {name} | " + " | ".join(_fmt_rank(r["metrics"][m]) for m in cols) + " |"
+            )
+        c = results.get("concordance", {})
+        lines += [
+            "",
+            f"Kendall's W across the {c.get('metrics', 0)} metric columns (how far their "
+            f"rankings of the {c.get('methods', len(rows))} rows agree: 1 the same order, 0 none; "
+            f"tie-corrected, on the ranks of the means"
+            + (f", {LEVEL:.0%} bootstrap interval" if boot else "")
+            + f"): **{_fmt_w(c)}**.",
+        ]
+    costed = {n: r["cost"] for n, r in rows.items() if r.get("cost")}
+    if costed:
+        lines += [
+            "",
+            "## Cost per image",
+            "",
+            "Forward-equivalents: the method's FLOPs per image over one forward pass's, both as "
+            "XLA counts them for the compiled programs (loop-aware, chunk loops in one pass, "
+            "exact skips not taken: `mnistxai.xai.cost`); ms: the run's steady time per image. "
+            "Declared passes: (gradient, forward) of the method's registry entry.",
+            "",
+            "| method | forward-equivalents | MFLOPs | ms | declared passes |",
+            "|---|---|---|---|---|",
+        ]
+        for name, cost in costed.items():
+            ms = cost.get("seconds_per_image")
+            note = " (+ loops of unknown trip count)" if cost.get("unknown_trip_loops") else ""
+            passes = ", ".join(f"{p:g}" for p in cost.get("model_passes", []))
+            lines.append(
+                f"| {name} | {cost['forward_equivalents']:.2f}{note} | "
+                f"{cost['flops_per_image'] / 1e6:.1f} | "
+                f"{'—' if ms is None else f'{1000 * ms:.2f}'} | ({passes}) |"
+            )
     if results.get("shared_seconds"):
         lines += [
             "",
@@ -383,9 +578,38 @@ def write_figures(out: Path, results: dict) -> None:
         m: {n: (r["metrics"][m]["mean"], r["metrics"][m]["se"]) for n, r in rows.items()}
         for m in cols
     }
-    viz.save_figure(
-        viz.plot_metric_bars(table, {m: b for m, (b, _) in cols.items()}), out / "bars.png"
-    )
+    better = {m: b for m, (b, _) in cols.items()}
+    viz.save_figure(viz.plot_metric_bars(table, better), out / "bars.png")
+    if cols:
+        median = "rank_median" if results["config"].get("bootstrap_samples") else "rank"
+        ranks = {
+            m: {
+                n: tuple(
+                    r["metrics"][m].get(k, float("nan")) for k in (median, "rank_low", "rank_high")
+                )
+                for n, r in rows.items()
+            }
+            for m in cols
+        }
+        c = results.get("concordance", {})
+        w = tuple(c.get(k, float("nan")) for k in ("w", "ci_low", "ci_high"))
+        viz.save_figure(viz.plot_rank_intervals(ranks, better, w), out / "ranks.png")
+    costed = {n: r for n, r in rows.items() if r.get("cost")}
+    if costed and cols:
+        panels = {}
+        for category, names in results.get("categories", {}).items():
+            if names:
+                m = names[0]
+                panels[category] = (
+                    m,
+                    better[m],
+                    {
+                        n: (r["cost"]["flops_per_image"], r["metrics"][m]["mean"])
+                        for n, r in costed.items()
+                    },
+                )
+        if panels:
+            viz.save_figure(viz.plot_pareto(panels), out / "pareto.png")
 
 
 def evaluate_run(
@@ -404,13 +628,15 @@ def evaluate_run(
     ``classifier`` defaults to the run's checkpoint and ``images`` (uint8 (N, 28, 28)) to its
     split of its dataset; tests pass their own. ``masks``: bool (N, 28, 28) ground-truth regions
     of those images (all False for an image without one), for the ``needs_masks`` (localisation)
-    metrics; without it they are skipped. Returns the results written to evaluation.json.
+    metrics; None: for a run on ``mnist_shortcut``, the markers found in the images
+    (``find_markers(images) > 0``), else the localisation metrics are skipped. Returns the
+    results written to evaluation.json.
     """
     config.validate()
     if masks is None:
         named = () if config.metrics == ALL else config.metrics
         wanted = [m for m in named if get_metric(m).needs_masks]
-        if wanted:
+        if wanted and _run_dataset(run_dir) != SHORTCUT:  # a shortcut run's images have them
             raise InputError(f"metric(s) {', '.join(wanted)} need ground-truth masks (masks=)")
     else:
         masks = np.asarray(masks)
@@ -421,6 +647,15 @@ def evaluate_run(
     run_dir, out = Path(run_dir), writable_dir(out, "--out")
     with exclusive(out, "--out"):
         return _evaluate_run(run_dir, out, config, classifier, images, progress, masks)
+
+
+def _run_dataset(run_dir) -> Optional[str]:
+    """The dataset recorded in ``run_dir/run.json``, None if there is none to read (the
+    evaluation then says why)."""
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None) -> dict:
@@ -469,6 +704,11 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
             )
     n = min(config.limit, run["images"], len(images))
     images = np.asarray(images[:n])
+    masks_from = None if masks is None else "given"
+    if masks is None and explain_config.dataset == SHORTCUT:
+        from mnistxai.shortcut import find_markers
+
+        masks, masks_from = np.asarray(find_markers(images)) > 0, "markers"
     if masks is not None:
         if len(masks) < n or masks.shape[1:] != images.shape[1:]:
             raise InputError(
@@ -486,16 +726,21 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
     results = {
         "images": n,
         "dataset": explain_config.dataset,
+        "masks": masks_from,
         "robustness_images": min(config.robustness_images, n),
         "config": dataclasses.asdict(config),
         "metrics": [m.name for m in selected],
         "columns": {c: list(v) for m in selected for c, v in m.columns.items()},
+        "categories": {
+            cat: [c for m in selected if m.category == cat for c in m.columns]
+            for cat in dict.fromkeys(m.category for m in selected)
+        },
         "cascade": [s for s, _ in cascade] if cascade else [],
         "shared": [m.name for m in selected if m.shared is not None],
         "methods": {},
         "summaries": {},
     }
-    per_example = {}
+    per_example, scored = {}, {}
     t0 = time.perf_counter()
     first_targets = load_method(run_dir, methods[0])["targets"][:n]
     shared = jax.block_until_ready(shared_parts(config, images, first_targets, fns))
@@ -515,13 +760,14 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
             )
             timing_file = run_dir / f"{name}.json"
             timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+            cost_of = (name, options, timing)
             explain_s = timing.get("seconds", 0.0) * n / max(1, timing.get("images", n))
             summarize_run = registry.get(name).run_summary
             if summarize_run is not None:
                 results["summaries"][name] = summarize_run({k: v[:n] for k, v in arrays.items()})
         else:
             maps, explain_fn, explain_s, options = None, M.baseline_explain_fn(name), None, None
-            targets = first_targets
+            targets, cost_of = first_targets, None
         robust_n = min(n, robustness_images(config, name, options))
         values, robust_s = evaluate_method(
             name,
@@ -558,8 +804,15 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
         for m in results["columns"]:
             mean, se, count = summarize(values[m]) if m in values else (float("nan"),) * 2 + (0,)
             row["metrics"][m] = {"mean": mean, "se": se, "n": count}
+        row["cost"] = None
+        if cost_of is not None and config.cost_images:
+            row["cost"] = method_cost_row(
+                *cost_of, classifier, config.cost_images, explain_config.targets
+            )
         results["methods"][name] = row
+        scored[name] = values
         per_example.update({f"{name}/{k}": v for k, v in values.items()})
+    results["concordance"] = add_statistics(results, scored, config)
     write_leaderboard(out, results)
     write_json_atomic(out / "evaluation.json", _json_safe(results))
     save_npz_atomic(out / "per_example.npz", **per_example)
@@ -577,6 +830,8 @@ INT_FLAGS = (
     "costly_robustness_images",
     "heavy_robustness_images",
     "seed",
+    "bootstrap_samples",
+    "cost_images",
 )
 
 

@@ -474,3 +474,110 @@ def plot_latent_walks(
             ax.set_xlabel("t (red: flip)", fontsize=7)
     fig.suptitle(title)
     return fig
+
+
+# ---- leaderboard statistics: rank intervals and quality against cost --------------------------
+
+BASELINE_NAMES = ("random", "sobel")
+
+
+def plot_rank_intervals(
+    ranks: dict,
+    better: dict,
+    w: tuple | None = None,
+    title: str = "Ranks",
+    columns: int = 4,
+):
+    """A panel per metric: each method's median rank (1 = best) with its bootstrap interval as
+    an error bar, methods ordered by median rank. ``ranks`` = {metric: {method: (median, low,
+    high)}}, ``better`` = {metric: "lower" | "higher"}; ``w`` = (W, low, high): Kendall's W across
+    the metrics, in the title. Baselines in grey."""
+    rows = -(-len(ranks) // columns) if ranks else 1
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(4.2 * columns, 0.25 * _most(ranks) + 1.6 * rows + 0.6),
+        squeeze=False,
+    )
+    for ax, (metric, by_method) in zip(axes.flat, ranks.items()):
+        known = {m: v for m, v in by_method.items() if np.isfinite(v[0])}
+        names = sorted(known, key=lambda m: (known[m][0], m))
+        med = np.array([known[m][0] for m in names], float)
+        lo = np.array([known[m][1] for m in names], float)
+        hi = np.array([known[m][2] for m in names], float)
+        lo, hi = np.where(np.isfinite(lo), lo, med), np.where(np.isfinite(hi), hi, med)
+        y = np.arange(len(names))
+        colours = ["tab:gray" if m in BASELINE_NAMES else "tab:blue" for m in names]
+        ax.hlines(y, lo, hi, colors=colours, lw=1.5)
+        ax.scatter(med, y, c=colours, s=14, zorder=3)
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0.5, max(len(by_method), 1) + 0.5)
+        ax.set_xlabel("rank (1 = best)", fontsize=8)
+        ax.set_title(f"{metric} ({better.get(metric, '?')} is better)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(ranks) :]:
+        ax.axis("off")
+    if w is not None and np.isfinite(w[0]):
+        ci = f" [{w[1]:.2f}, {w[2]:.2f}]" if np.isfinite(w[1]) else ""
+        title = f"{title}: Kendall's W = {w[0]:.2f}{ci} across {len(ranks)} metrics"
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _most(ranks: dict) -> int:
+    return max((len(v) for v in ranks.values()), default=1)
+
+
+def pareto_front(cost, quality, better: str = "higher") -> np.ndarray:
+    """bool mask of the points no other point beats: at most the cost and at least the quality
+    (``better``="higher"; at most, for "lower"), strictly better in one of them."""
+    c = np.asarray(cost, float)
+    q = np.asarray(quality, float)
+    q = q if better == "higher" else -q
+    ok = np.isfinite(c) & np.isfinite(q)
+    front = np.zeros(len(c), bool)
+    for i in np.flatnonzero(ok):
+        beaten = ok & (c <= c[i]) & (q >= q[i]) & ((c < c[i]) | (q > q[i]))
+        front[i] = not beaten.any()
+    return front
+
+
+def plot_pareto(panels: dict, title: str = "Quality against cost"):
+    """A panel per metric category: ``panels`` = {category: (metric, better, {method: (FLOPs per
+    image, mean)})}; x = FLOPs per image (log), y = the metric's mean, the Pareto front (no
+    method both cheaper and better) drawn and its methods labelled in bold. Methods without a
+    cost (the baselines) are not plotted."""
+    n = max(1, len(panels))
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
+    for ax, (category, (metric, better, points)) in zip(axes.flat, panels.items()):
+        names = [m for m, (c, q) in points.items() if np.isfinite(c) and c > 0 and np.isfinite(q)]
+        cost = np.array([points[m][0] for m in names], float)
+        quality = np.array([points[m][1] for m in names], float)
+        front = pareto_front(cost, quality, better)
+        ax.scatter(cost[~front], quality[~front], s=16, color="tab:blue", alpha=0.7)
+        ax.scatter(cost[front], quality[front], s=26, color="tab:red", zorder=3)
+        order = np.argsort(cost[front])
+        ax.step(cost[front][order], quality[front][order], where="post", color="tab:red", lw=1)
+        for name, c, q, on in zip(names, cost, quality, front):
+            ax.annotate(
+                name,
+                (c, q),
+                fontsize=6,
+                fontweight="bold" if on else "normal",
+                xytext=(3, 2),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("FLOPs per image (XLA)", fontsize=8)
+        ax.set_ylabel(f"{metric} ({better} is better)", fontsize=8)
+        ax.set_title(category, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -29,7 +29,7 @@ from mnistxai.util.errors import InputError
 from mnistxai.xai.registry import Check, Option, parse_options, signature_options
 
 Better = Literal["higher", "lower"]
-CATEGORIES = ("faithfulness", "robustness", "complexity", "sanity", "localisation")
+CATEGORIES = ("faithfulness", "robustness", "complexity", "sanity", "axiomatic", "localisation")
 
 
 @dataclasses.dataclass(frozen=True)
