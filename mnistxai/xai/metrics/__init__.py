@@ -25,6 +25,15 @@ relevance rank accuracy     ``relevance_rank_accuracy`` higher   Arras et al. 20
 localisation AUC            ``auc``                     higher   Fawcett 2006
 ==========================  ==========================  =======  ===============================
 
+The rest of Quantus 0.6's metrics live one per module and are imported from there (e.g.
+``from mnistxai.xai.metrics.road import road``): road, irof, selectivity, sensitivity_n,
+monotonicity, monotonicity_correlation, faithfulness_estimate, sufficiency (faithfulness);
+avg_sensitivity, local_lipschitz, continuity, relative_stability, consistency (robustness);
+effective_complexity, mst_c (complexity); random_logit, and efficient_mprt and smooth MPRT in
+randomization (sanity); completeness, non_sensitivity, input_invariance (axiomatic); focus
+(localisation). ``METRICS`` lists every
+registered one.
+
 The localisation metrics take ground-truth masks as well as maps; the leaderboard runs them only
 when it is given masks.
 

@@ -15,8 +15,8 @@ its defaults, and these departures, all stated again in each docstring:
 - Quantus first divides the batch by its largest |value| (``normalise=True``); every metric here
   is unchanged by scaling a map by a positive number, so that step is left out (except that
   attribution localisation's 1e-9 in the denominator, relative to the scale, is dropped too).
-- Focus (Arias-Duart et al. 2022), the seventh, needs mosaics of images of several classes and is
-  not here.
+- Focus (Arias-Duart et al. 2022), the seventh, needs mosaics of images of several classes and
+  re-explains them: it is in ``focus.py``.
 
 Shapes: n = H * W pixels per map; a mask's size |S| counts its True pixels.
 """
