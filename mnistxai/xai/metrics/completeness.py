@@ -27,9 +27,17 @@ from mnistxai.xai.metrics.registry import Batch, register_metric
 @functools.partial(jit, static_argnames=("score_fn", "chunk_size"))
 def _completeness(score_fn, x, attributions, targets, baseline, *, chunk_size):
     dtype = jnp.result_type(x.dtype, attributions.dtype, jnp.float32)
-    fx = chunked(lambda i: at_targets(score_fn(x[i]), targets[i]), x.shape[0], chunk_size)
-    # the baseline is one constant image, the same for every example: one model call for all
-    fb = score_fn(jnp.full((1,) + x.shape[1:], baseline, x.dtype))[0][targets]
+    b = x.shape[0]
+    fill = jnp.full(x.shape[1:], baseline, x.dtype)
+
+    # the baseline is one constant image, the same for every example: evaluated once, as input
+    # b of the flat batch (no separate call of one input)
+    def scores(i):
+        inputs = jnp.where((i < b)[:, None, None, None], x[jnp.minimum(i, b - 1)], fill)
+        return score_fn(inputs)
+
+    out = chunked(scores, b + 1, chunk_size)
+    fx, fb = at_targets(out[:b], targets), out[b][targets]
     delta = (fx - fb).astype(dtype)
     total = attributions.astype(dtype).sum((1, 2))
     gap = jnp.abs(total - delta)
@@ -51,7 +59,7 @@ def completeness(
     """Completeness gap (Sundararajan et al. 2017, "Axiomatic Attribution for Deep Networks",
     arXiv:1703.01365). Lower is better.
 
-    gap = |sum_i a_i - (f(x) - f(x')) | for the target score f, with x' the constant image
+    gap = |sum_i a_i - (f(x) - f(x'))| for the target score f, with x' the constant image
     ``baseline`` (0 = black, IG's baseline here); relative = gap / |f(x) - f(x')|, in [0, inf)
     (0 when both are 0, inf when only the output change is). 0 for IG with enough steps, and
     for grad x input of a linear score. The leaderboard passes the target logit, the score the

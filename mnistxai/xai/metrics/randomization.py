@@ -270,8 +270,15 @@ def efficient_mprt(
     keys = example_keys(key, np.shape(x)[0])
     if attributions is None:
         attributions = _explain(explain_fn, model, x, targets, keys)
-    h0 = discrete_entropy(attributions, n_bins=n_bins)
-    h1 = discrete_entropy(_explain(explain_fn, randomized_model, x, targets, keys), n_bins=n_bins)
+    return _efficient_mprt(
+        explain_fn, randomized_model, x, targets, keys, attributions, n_bins=n_bins
+    )
+
+
+@functools.partial(jit, static_argnames=("explain_fn", "n_bins"))
+def _efficient_mprt(explain_fn, randomized_model, x, targets, keys, attributions, *, n_bins):
+    h0 = _discrete_entropy(attributions, n_bins=n_bins)
+    h1 = _discrete_entropy(explain_fn(randomized_model, x, targets, keys), n_bins=n_bins)
     rise = jnp.where(h0 > 0, (h1 - h0) / jnp.where(h0 > 0, h0, 1.0), jnp.nan)
     return {"rise": rise, "entropy": h0, "entropy_randomized": h1}
 
