@@ -129,8 +129,9 @@ def irof(
     drifting as segments are replaced); here the mean of each intact image, per channel. Its
     score is ``S - trapz(c_1..c_S, dx=1)``, not normalised and growing with the segment count;
     here divided by S with the intact point included: Quantus's value = S * aoc + (1 + c_1) / 2.
-    Ties: Quantus's ``np.argsort`` leaves them unspecified. Quantus requires more than one
-    segment; so does this.
+    Quantus then averages over the batch by default (``return_aggregate=True``); here one value
+    per image. Ties: Quantus's ``np.argsort`` leaves them unspecified. Quantus requires more
+    than one segment; so does this.
     """
     check_inputs(x, attributions, targets)
     check_positive(chunk_size=chunk_size)

@@ -188,10 +188,11 @@ def sensitivity_n(
     name: it removes pixels cumulatively in descending attribution order, one per step
     (``features_in_step=1``) up to 80% of them, and for each step n correlates, across the
     images of the batch (not across subsets of one image), the cumulative drop with the
-    attribution of the one pixel removed at step n; it returns one correlation per n (the
-    batch's curve), no per-image value, and calls the model with softmax. Here Ancona et al.'s
-    definition: random subsets, per image, on a grid of n, the mean over n as the score. The
-    ``runs`` (32) subsets per n are this metric's choice (Ancona et al. average many more).
+    attribution of the one pixel removed at step n; it gives one correlation per n (the
+    batch's curve; its default ``return_aggregate=True`` then takes their mean), no per-image
+    value, and calls the model with softmax. Here Ancona et al.'s definition: random subsets,
+    per image, on a grid of n, the mean over n as the score. The ``runs`` (32) subsets per n and
+    the 8-point grid are this metric's choices (as few as keeps 256 model passes per image).
     """
     check_inputs(x, attributions, targets)
     grid = _check(x, sizes, runs, max_fraction, chunk_size)
