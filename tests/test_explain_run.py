@@ -31,6 +31,9 @@ TINY = {
     "faithfulness_correlation": {"runs": 4, "subset": 50},
     "infidelity": {"samples": 4},
     "max_sensitivity": {"samples": 2},
+    "avg_sensitivity": {"samples": 2},
+    "local_lipschitz": {"samples": 2},
+    "continuity": {"steps": 2},
 }
 
 
