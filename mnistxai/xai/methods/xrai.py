@@ -265,6 +265,7 @@ def scales_option(name: str, value) -> tuple[float, ...]:
     "xrai",
     model="logits",
     family="path",
+    compile="default",
     paper="Kapishnikov et al. 2019, arXiv:1906.02825",
     checks={
         "area_threshold": real(0.0, 1.0),
@@ -332,7 +333,16 @@ def xrai(
     Departures from PAIR: IG is accumulated in x's dtype (PAIR sums gradients in float32); the
     image is rounded to float32 before segmenting, so float32 and float64 copies of a digit get
     the same segments; a constant image (PAIR: 0/0, NaN) normalises to -1 everywhere. PAIR's
-    ``batch_size`` is ``chunk_size`` here. Segmentation (~45 ms per scale per image on one CPU
+    ``batch_size`` is ``chunk_size`` here.
+
+    Compiled with plain ``jax.jit`` (``Method.compile="default"``), not the project's
+    XLA-convolution jit: PAIR's path includes alpha = 0, the constant baseline itself, where
+    every 2x2 pooling window of the flat feature maps ties and the gradient splits evenly among
+    the tied units. XLA:CPU's own convolution rounds some positions of a constant 14 x 14 map
+    an ulp differently depending on the batch it sees, which breaks those ties one way, and the
+    base map of a digit changed by ~3% with ``chunk_size`` (3 digits, random CNN). The default
+    path computes every position alike, at a cost: 16 digits, 100 steps, one scale took 8.5 s
+    instead of 5.2 s on the project's 2-core CPU. Segmentation (~45 ms per scale per image on one CPU
     core at 224 x 224) and selection run on the host in a ``jax.pure_callback``.
     """
     dtype = x.dtype
