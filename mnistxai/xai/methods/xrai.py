@@ -342,8 +342,8 @@ def xrai(
     an ulp differently depending on the batch it sees, which breaks those ties one way, and the
     base map of a digit changed by ~3% with ``chunk_size`` (3 digits, random CNN). The default
     path computes every position alike, at a cost: 16 digits, 100 steps, one scale took 8.5 s
-    instead of 5.2 s on the project's 2-core CPU. Segmentation (~45 ms per scale per image on one CPU
-    core at 224 x 224) and selection run on the host in a ``jax.pure_callback``.
+    instead of 5.2 s on the project's 2-core CPU. Segmentation (~45 ms per scale per image on one
+    CPU core at 224 x 224) and selection run on the host in a ``jax.pure_callback``.
     """
     dtype = x.dtype
     h, w = x.shape[1:3]
