@@ -14,7 +14,7 @@ import numpy as np
 from mnistxai.util.jit import jit
 from mnistxai.xai._inputs import real
 from mnistxai.xai.metrics._common import example_keys
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.xai.metrics.robustness import (
     ExplainFn,
     check_sensitivity,
@@ -92,7 +92,7 @@ def avg_sensitivity(
     )
 
 
-@register_metric(
+register_metric(
     "avg_sensitivity",
     category="robustness",
     options_of=avg_sensitivity,
@@ -100,16 +100,4 @@ def avg_sensitivity(
     checks={"radius": real(0.0, open_lo=True)},
     reexplains=True,
     columns={"avg_sensitivity": ("lower", "Average sensitivity, radius 0.2 (Yeh 2019)")},
-)
-def _score_avg_sensitivity(batch: Batch, **options) -> dict:
-    return {
-        "avg_sensitivity": avg_sensitivity(
-            batch.explain_fn,
-            batch.classifier,
-            batch.x,
-            batch.maps,
-            batch.targets,
-            key=batch.keys,
-            **options,
-        )
-    }
+)(reexplaining_score(avg_sensitivity, "avg_sensitivity"))

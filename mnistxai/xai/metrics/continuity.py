@@ -22,7 +22,7 @@ from mnistxai.xai.metrics._common import (
     example_keys,
     normalize_by_max,
 )
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.xai.metrics.robustness import ExplainFn, compute_dtype, reexplain_scan
 
 DIRECTIONS = ("x", "y")
@@ -141,7 +141,7 @@ def _steps_fit(options):
         raise InputError(f"steps must be <= {limit}, got {options['steps']}")
 
 
-@register_metric(
+register_metric(
     "continuity",
     category="robustness",
     options_of=continuity,
@@ -149,16 +149,4 @@ def _steps_fit(options):
     check=_steps_fit,
     reexplains=True,
     columns={"continuity": ("lower", "Continuity under 10 translations (Montavon 2018)")},
-)
-def _score_continuity(batch: Batch, **options) -> dict:
-    return {
-        "continuity": continuity(
-            batch.explain_fn,
-            batch.classifier,
-            batch.x,
-            batch.maps,
-            batch.targets,
-            key=batch.keys,
-            **options,
-        )
-    }
+)(reexplaining_score(continuity, "continuity"))

@@ -20,7 +20,7 @@ from mnistxai.util.errors import InputError
 from mnistxai.util.jit import jit
 from mnistxai.xai._inputs import real
 from mnistxai.xai.metrics._common import check_inputs, example_keys
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.xai.metrics.robustness import ExplainFn
 
 SHIFT_LAYER = "input_shift"
@@ -167,7 +167,7 @@ def input_invariance(
     )
 
 
-@register_metric(
+register_metric(
     "input_invariance",
     category="axiomatic",
     reexplains=True,
@@ -184,19 +184,13 @@ def input_invariance(
             "Relative L2 change of the map, input shifted by -1 (Kindermans 2017)",
         ),
     },
-)
-def _score_input_invariance(batch: Batch, **options) -> dict:
-    r = input_invariance(
-        batch.explain_fn,
-        batch.classifier,
-        batch.x,
-        batch.maps,
-        batch.targets,
-        key=batch.keys,
-        **options,
+)(
+    reexplaining_score(
+        input_invariance,
+        {
+            "unchanged": "input_invariance",
+            "relative_l2": "input_invariance_l2",
+            "invariant": "input_invariance_exact",
+        },
     )
-    return {
-        "input_invariance": r["unchanged"],
-        "input_invariance_l2": r["relative_l2"],
-        "input_invariance_exact": r["invariant"],
-    }
+)

@@ -20,7 +20,7 @@ from mnistxai.xai.metrics._common import (
     example_keys,
     normalize_by_max,
 )
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.xai.metrics.robustness import ExplainFn, as_clip, compute_dtype, reexplain_scan
 
 # Quantus's lipschitz_constant adds this to the input distance
@@ -119,7 +119,7 @@ def local_lipschitz(
     )
 
 
-@register_metric(
+register_metric(
     "local_lipschitz",
     category="robustness",
     options_of=local_lipschitz,
@@ -129,16 +129,4 @@ def local_lipschitz(
     columns={
         "local_lipschitz": ("lower", "Local Lipschitz estimate, noise std 0.1 (Alvarez-Melis 2018)")
     },
-)
-def _score_local_lipschitz(batch: Batch, **options) -> dict:
-    return {
-        "local_lipschitz": local_lipschitz(
-            batch.explain_fn,
-            batch.classifier,
-            batch.x,
-            batch.maps,
-            batch.targets,
-            key=batch.keys,
-            **options,
-        )
-    }
+)(reexplaining_score(local_lipschitz, "local_lipschitz"))

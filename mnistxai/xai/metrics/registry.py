@@ -61,6 +61,33 @@ class Batch:
     masks: Optional[jax.Array] = None
 
 
+def reexplaining_score(
+    fn: Callable, outputs: str | Mapping[str, str] | None = None
+) -> Callable[..., dict]:
+    """The ``score(batch, **options)`` of a re-explaining metric whose public function is
+    ``fn(explain_fn, model, x, attributions, targets, *, key, **options)``: its result as the
+    one column ``outputs`` (a str), its dict's entries renamed by ``outputs`` (a mapping, result
+    key -> column; the rest dropped), or its dict as is (None)."""
+
+    def score(batch: Batch, **options) -> dict:
+        result = fn(
+            batch.explain_fn,
+            batch.classifier,
+            batch.x,
+            batch.maps,
+            batch.targets,
+            key=batch.keys,
+            **options,
+        )
+        if outputs is None:
+            return result
+        if isinstance(outputs, str):
+            return {outputs: result}
+        return {column: result[k] for k, column in outputs.items()}
+
+    return score
+
+
 @dataclasses.dataclass(frozen=True)
 class Metric:
     """A registered leaderboard metric (see the module docstring)."""

@@ -17,7 +17,7 @@ from mnistxai.util.errors import InputError
 from mnistxai.util.jit import jit
 from mnistxai.xai._inputs import real
 from mnistxai.xai.metrics._common import check_inputs, check_positive, example_keys
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.xai.metrics.robustness import (
     ExplainFn,
     as_clip,
@@ -208,7 +208,7 @@ def _bounds_ordered(options):
         )
 
 
-@register_metric(
+register_metric(
     "relative_stability",
     category="robustness",
     options_of=relative_stability,
@@ -222,14 +222,4 @@ def _bounds_ordered(options):
         COLUMNS[1]: ("lower", "Relative output stability, of the logits (Agarwal 2022)"),
         RRS: ("lower", "Relative representation stability, dense layer (Agarwal 2022)"),
     },
-)
-def _score_relative_stability(batch: Batch, **options) -> dict:
-    return relative_stability(
-        batch.explain_fn,
-        batch.classifier,
-        batch.x,
-        batch.maps,
-        batch.targets,
-        key=batch.keys,
-        **options,
-    )
+)(reexplaining_score(relative_stability))

@@ -25,7 +25,7 @@ from mnistxai.xai.metrics._common import (
     example_keys,
     normalize_by_max,
 )
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.util.errors import InputError
 
 ExplainFn = Callable[..., jax.Array]
@@ -165,7 +165,7 @@ def max_sensitivity(
     )
 
 
-@register_metric(
+register_metric(
     "max_sensitivity",
     category="robustness",
     options_of=max_sensitivity,
@@ -173,16 +173,4 @@ def max_sensitivity(
     checks={"radius": real(0.0, open_lo=True)},
     reexplains=True,
     columns={"max_sensitivity": ("lower", "Max-sensitivity, radius 0.2 (Yeh 2019)")},
-)
-def _score_max_sensitivity(batch: Batch, **options) -> dict:
-    return {
-        "max_sensitivity": max_sensitivity(
-            batch.explain_fn,
-            batch.classifier,
-            batch.x,
-            batch.maps,
-            batch.targets,
-            key=batch.keys,
-            **options,
-        )
-    }
+)(reexplaining_score(max_sensitivity, "max_sensitivity"))
