@@ -113,6 +113,29 @@ def average_ranks(values: jax.Array) -> jax.Array:
     return (lo + hi - 1).astype(jnp.float32) / 2
 
 
+def box_mean(a: jax.Array, win: int) -> jax.Array:
+    """The mean of every ``win`` x ``win`` window inside the (H, W) image (the valid part), as
+    ``win`` shifted adds per axis: ~10x faster on XLA:CPU than a 2-D convolution."""
+    h, w = a.shape
+    rows = sum(a[i : h - win + 1 + i] for i in range(win))
+    return sum(rows[:, j : w - win + 1 + j] for j in range(win)) / win**2
+
+
+def structural_similarity(a: jax.Array, b: jax.Array, data_range, win: int = 7) -> jax.Array:
+    """SSIM (Wang et al. 2004) of two (H, W) images as ``skimage.metrics.structural_similarity``
+    computes it by default: a ``win`` x ``win`` uniform window, K1 = 0.01, K2 = 0.03, sample
+    covariances, the mean over the pixels whose window lies inside the image; ``data_range``
+    sets the constants C1 = (K1 range)^2, C2 = (K2 range)^2."""
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ua, ub = box_mean(a, win), box_mean(b, win)
+    cov = win**2 / (win**2 - 1)
+    va = cov * (box_mean(a * a, win) - ua * ua)
+    vb = cov * (box_mean(b * b, win) - ub * ub)
+    vab = cov * (box_mean(a * b, win) - ua * ub)
+    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
+    return s.mean()
+
+
 def pearson(a: jax.Array, b: jax.Array) -> jax.Array:
     """Pearson correlation of two flat arrays; 0 when either is constant (scipy gives NaN)."""
     a = a - a.mean()

@@ -15,7 +15,12 @@ import numpy as np
 from mnistxai.util import streams
 from mnistxai.util.errors import InputError
 from mnistxai.util.jit import jit
-from mnistxai.xai.metrics._common import check_inputs, example_keys, normalize_by_max
+from mnistxai.xai.metrics._common import (
+    check_inputs,
+    example_keys,
+    normalize_by_max,
+    structural_similarity,
+)
 from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.xai.metrics.robustness import ExplainFn
 
@@ -35,28 +40,12 @@ def off_targets(keys: jax.Array, targets: jax.Array, num_classes: int) -> jax.Ar
     return jax.vmap(draw)(keys, targets)
 
 
-def _box_mean(a, win):
-    """The mean of every ``win`` x ``win`` window inside the (H, W) image, as ``win`` shifted
-    adds per axis: ~5x faster on XLA:CPU than the 2-D convolution of ``randomization.ssim``."""
-    h, w = a.shape
-    rows = sum(a[i : h - win + 1 + i] for i in range(win))
-    return sum(rows[:, j : w - win + 1 + j] for j in range(win)) / win**2
-
-
 def _similarity(a, b, win=WINDOW):
     """SSIM (Wang et al. 2004) of two (H, W) maps as ``randomization.ssim`` (skimage's
     defaults: uniform window, K1 0.01, K2 0.03, sample covariances), with the data range of
     Quantus's ``ssim``: the joint range of the two maps, which makes it scale-free."""
     span = jnp.maximum(a.max(), b.max()) - jnp.minimum(a.min(), b.min())
-    span = jnp.where(span > 0, span, 1.0)
-    c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
-    ua, ub = _box_mean(a, win), _box_mean(b, win)
-    cov = win**2 / (win**2 - 1)
-    va = cov * (_box_mean(a * a, win) - ua * ua)
-    vb = cov * (_box_mean(b * b, win) - ub * ub)
-    vab = cov * (_box_mean(a * b, win) - ua * ub)
-    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
-    return s.mean()
+    return structural_similarity(a, b, jnp.where(span > 0, span, 1.0), win)
 
 
 @functools.partial(jit, static_argnames=("explain_fn", "num_classes"))

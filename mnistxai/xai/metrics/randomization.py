@@ -27,11 +27,13 @@ from mnistxai.models.spec import CNN_SPEC
 from mnistxai.util.errors import InputError
 from mnistxai.xai._inputs import positive_int, real
 from mnistxai.xai.metrics._common import (
+    average_ranks,
     check_inputs,
     check_positive,
     example_keys,
     minmax,
-    spearman,
+    pearson,
+    structural_similarity,
 )
 from mnistxai.xai.metrics.registry import Batch, register_metric
 from mnistxai.xai.metrics.robustness import ExplainFn
@@ -45,17 +47,9 @@ def ssim(a: jax.Array, b: jax.Array, *, data_range: float = 1.0, win: int = 7) -
     """Structural similarity (Wang et al. 2004) of two (H, W) images, as
     ``skimage.metrics.structural_similarity`` computes it by default (Quantus's ``ssim``):
     a ``win`` x ``win`` uniform window, K1 = 0.01, K2 = 0.03, sample covariances, the mean over
-    the pixels whose window lies inside the image."""
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    window = jnp.full((win, win), 1.0 / win**2, jnp.float32)
-    filt = functools.partial(jax.scipy.signal.convolve2d, in2=window, mode="valid")
+    the pixels whose window lies inside the image; computed in float32."""
     a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-    ua, ub = filt(a), filt(b)
-    cov = win**2 / (win**2 - 1)
-    va, vb = cov * (filt(a * a) - ua * ua), cov * (filt(b * b) - ub * ub)
-    vab = cov * (filt(a * b) - ua * ub)
-    s = ((2 * ua * ub + c1) * (2 * vab + c2)) / ((ua * ua + ub * ub + c1) * (va + vb + c2))
-    return s.mean()
+    return structural_similarity(a, b, data_range, win)
 
 
 def cascading_randomization(
@@ -93,21 +87,28 @@ def cascading_randomization(
     return out
 
 
+def _as_compared(maps, absolute):
+    """(ranks, min-max scaled maps) of (B, H, W) maps: what Spearman's rho and SSIM read."""
+    maps = jnp.abs(maps) if absolute else maps
+    ranks = jax.vmap(lambda m: average_ranks(m.ravel()))(maps)
+    return ranks, minmax(maps)
+
+
 def _similarities(reference, maps, absolute):
-    if absolute:
-        reference, maps = jnp.abs(reference), jnp.abs(maps)
-    rho = jax.vmap(spearman)(reference, maps)
-    s = jax.vmap(ssim)(minmax(reference), minmax(maps))
+    """Spearman's rho and SSIM of each map with ``reference`` = ``_as_compared`` of the trained
+    model's maps (computed once for the whole cascade)."""
+    ref_ranks, ref_scaled = reference
+    ranks, scaled = _as_compared(maps, absolute)
+    rho = jax.vmap(pearson)(ref_ranks, ranks)
+    s = jax.vmap(ssim)(ref_scaled, scaled)
     return rho, s
 
 
-@functools.partial(jit, static_argnames=("explain_fn",))
-def _explain(explain_fn, model, x, targets, keys):
+def _maps(explain_fn, model, x, targets, keys):
     return explain_fn(model, x, targets, keys).astype(jnp.float32)
 
 
-@functools.partial(jit, static_argnames=("explain_fn", "samples"))
-def _smooth_explain(explain_fn, model, x, targets, keys, magnitude, *, samples):
+def _smooth_maps(explain_fn, model, x, targets, keys, magnitude, *, samples):
     """The mean of ``samples`` maps of noisy copies of ``x`` (the last copy noise-free), one
     batch of maps in memory at a time."""
     axes = tuple(range(1, x.ndim))
@@ -125,8 +126,25 @@ def _smooth_explain(explain_fn, model, x, targets, keys, magnitude, *, samples):
     return total / samples
 
 
-@functools.partial(jax.jit, static_argnames=("absolute",))
-def _compare(reference, maps, *, absolute):
+_explain = functools.partial(jit, static_argnames=("explain_fn",))(_maps)
+_smooth_explain = functools.partial(jit, static_argnames=("explain_fn", "samples"))(_smooth_maps)
+
+
+@functools.partial(jit, static_argnames=("absolute",))
+def _reference(maps, *, absolute):
+    return _as_compared(maps, absolute)
+
+
+@functools.partial(jit, static_argnames=("explain_fn", "absolute"))
+def _explain_and_compare(explain_fn, model, x, targets, keys, reference, *, absolute):
+    return _similarities(reference, _maps(explain_fn, model, x, targets, keys), absolute)
+
+
+@functools.partial(jit, static_argnames=("explain_fn", "samples", "absolute"))
+def _smooth_explain_and_compare(
+    explain_fn, model, x, targets, keys, magnitude, reference, *, samples, absolute
+):
+    maps = _smooth_maps(explain_fn, model, x, targets, keys, magnitude, samples=samples)
     return _similarities(reference, maps, absolute)
 
 
@@ -172,16 +190,22 @@ def model_parameter_randomization(
     check_inputs(x, None, targets)
     _check_smoothing(smooth_samples, noise_magnitude)
     keys = example_keys(key, np.shape(x)[0])
+    # one compiled call per model: its maps and their comparison with the trained model's
     if smooth_samples:
-        explain = lambda m: _smooth_explain(
-            explain_fn, m, x, targets, keys, noise_magnitude, samples=smooth_samples
+        smooth = dict(samples=smooth_samples)
+        reference = _smooth_explain(explain_fn, model, x, targets, keys, noise_magnitude, **smooth)
+        compare = lambda m, ref: _smooth_explain_and_compare(
+            explain_fn, m, x, targets, keys, noise_magnitude, ref, absolute=absolute, **smooth
         )
     else:
-        explain = lambda m: _explain(explain_fn, m, x, targets, keys)
-    reference = explain(model)
+        reference = _explain(explain_fn, model, x, targets, keys)
+        compare = lambda m, ref: _explain_and_compare(
+            explain_fn, m, x, targets, keys, ref, absolute=absolute
+        )
+    reference = _reference(reference, absolute=absolute)
     out = {}
     for name, m in randomized:
-        rho, s = _compare(reference, explain(m), absolute=absolute)
+        rho, s = compare(m, reference)
         out[name] = {"spearman": rho, "ssim": s}
     return out
 
