@@ -64,15 +64,14 @@ def _conjugate_gradients(apply, b, tol, max_iter):
     (k, c), each stopped (frozen) once its largest residual entry is <= tol, so a system's
     solution does not depend on the others solved with it."""
     dot = lambda a, c: (a * c).sum((1, 2), keepdims=True)
-    worst = lambda r: jnp.abs(r).max((1, 2), keepdims=True)
+    unsolved = lambda r: jnp.abs(r).max((1, 2), keepdims=True) > tol
 
     def cond(state):
-        _, r, _, _, it = state
-        return (it < max_iter) & (worst(r) > tol).any()
+        *_, active, it = state
+        return (it < max_iter) & active.any()
 
     def body(state):
-        v, r, p, rr, it = state
-        active = worst(r) > tol
+        v, r, p, rr, active, it = state
         ap = apply(p)
         pap = dot(p, ap)
         alpha = jnp.where(active & (pap > 0), rr / jnp.where(pap > 0, pap, 1), 0)
@@ -81,11 +80,11 @@ def _conjugate_gradients(apply, b, tol, max_iter):
         beta = jnp.where(active & (rr > 0), rr_new / jnp.where(rr > 0, rr, 1), 0)
         r_new = jnp.where(active, r_new, r)
         p = jnp.where(active, r_new + beta * p, p)
-        return v, r_new, p, jnp.where(active, rr_new, rr), it + 1
+        # the test for the next step is carried, not recomputed in cond: one reduction less
+        return v, r_new, p, jnp.where(active, rr_new, rr), unsolved(r_new), it + 1
 
-    init = (jnp.zeros_like(b), b, b, dot(b, b), jnp.zeros((), jnp.int32))
-    v, *_ = jax.lax.while_loop(cond, body, init)
-    return v
+    init = (jnp.zeros_like(b), b, b, dot(b, b), unsolved(b), jnp.zeros((), jnp.int32))
+    return jax.lax.while_loop(cond, body, init)[0]
 
 
 def linear_imputation(x, removed, *, tol: float = 1e-5, max_iter: int = 1000) -> jax.Array:
@@ -101,7 +100,9 @@ def linear_imputation(x, removed, *, tol: float = 1e-5, max_iter: int = 1000) ->
     singular). Traceable: call it inside jit."""
     m = removed[..., None].astype(x.dtype)
     deg = _neighbour_sum(jnp.ones((1,) + x.shape[1:], x.dtype))
-    apply = lambda v: m * (deg * v - _neighbour_sum(m * v))
+    # every vector CG applies this to (b, the residuals, the directions) is 0 outside the
+    # removed pixels, so the operator's inner mask m * v is v itself and is left out
+    apply = lambda v: m * (deg * v - _neighbour_sum(v))
     v = _conjugate_gradients(apply, m * _neighbour_sum((1 - m) * x), tol, max_iter)
     return jnp.where(m > 0, v, x)
 
