@@ -7,6 +7,7 @@ rules converge to the same image-dependent map whatever the logit) score high he
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -21,10 +22,11 @@ from mnistxai.xai.metrics._common import (
     normalize_by_max,
     structural_similarity,
 )
-from mnistxai.xai.metrics.registry import Batch, register_metric
+from mnistxai.xai.metrics.registry import register_metric, reexplaining_score
 from mnistxai.xai.metrics.robustness import ExplainFn
 
 WINDOW = 7  # SSIM's window (skimage's default, as Quantus)
+COLUMN = "random_logit_ssim"
 
 
 def off_targets(keys: jax.Array, targets: jax.Array, num_classes: int) -> jax.Array:
@@ -65,7 +67,7 @@ def random_logit(
     targets,
     *,
     key,
-    num_classes: int = 10,
+    num_classes: Optional[int] = None,
 ) -> dict:
     """Random logit test (Sixt et al. 2020, arXiv:1912.09818). Lower is better.
 
@@ -79,7 +81,8 @@ def random_logit(
       explain_fn: ``(model, x, targets, keys) -> (B, H, W)``, called once (the other classes).
       model: its first argument; x: (B, H, W, C) with H, W >= 7; attributions: (B, H, W) maps of
         ``targets`` (int (B,) in [0, num_classes)); key: one key or (B,) keys, also passed to
-        ``explain_fn``.
+        ``explain_fn``. num_classes: None (default): the classifier's (``model.model.num_classes``
+        of a ``Classifier``), else 10.
     Returns ``{"ssim": (B,), "off_targets": int (B,)}``.
     As Quantus 0.6's ``RandomLogit`` (SSIM, ``normalise_by_max``, no ``abs``, the joint data
     range), except: Quantus flattens the maps and runs a 1-D SSIM over the 784 values in raster
@@ -89,6 +92,8 @@ def random_logit(
     draw is from one global NumPy seed (42) per batch, here from each example's key, so
     chunking the batch changes nothing.
     """
+    if num_classes is None:
+        num_classes = getattr(getattr(model, "model", None), "num_classes", 10)
     check_inputs(x, attributions, targets, num_classes=_checked_classes(num_classes))
     if min(np.shape(x)[1:3]) < WINDOW:
         raise InputError(f"images must be at least {WINDOW}x{WINDOW} for SSIM, got {np.shape(x)}")
@@ -111,23 +116,9 @@ def _checked_classes(num_classes) -> int:
     return int(num_classes)
 
 
-@register_metric(
+register_metric(
     "random_logit",
     category="sanity",
     reexplains=True,
-    columns={
-        "random_logit_ssim": ("lower", "SSIM of the target's and a random class's map (Sixt 2020)")
-    },
-)
-def _score_random_logit(batch: Batch) -> dict:
-    model = getattr(batch.classifier, "model", None)
-    r = random_logit(
-        batch.explain_fn,
-        batch.classifier,
-        batch.x,
-        batch.maps,
-        batch.targets,
-        key=batch.keys,
-        num_classes=getattr(model, "num_classes", 10),
-    )
-    return {"random_logit_ssim": r["ssim"], "random_logit_class": r["off_targets"]}
+    columns={COLUMN: ("lower", "SSIM of the target's and a random class's map (Sixt 2020)")},
+)(reexplaining_score(random_logit, {"ssim": COLUMN, "off_targets": "random_logit_class"}))
