@@ -25,8 +25,17 @@ index)``, so a resumed run produces the same numbers as an uninterrupted one. Me
 registered group (SmoothGrad, SmoothGrad-Squared and VarGrad) use the group's key: with equal
 options they are computed together from one computation, each ``<method>.json`` then holding an
 equal share of the time and naming the rest of its group in ``shared_with``. ``run.json`` records
-the
-``format`` (``RUN_FORMAT``): a folder written by a version with other keys is not resumed.
+the ``format`` (``RUN_FORMAT``): a folder written by a version with other keys is not resumed.
+
+Devices and processes (``mnistxai.parallel``): each batch is split over every local device (the
+model replicated; a batch is padded to a multiple of the device count). Started as N processes
+(``--coordinator HOST:PORT --num-processes N --process-id I`` on each, or the environment
+variables of ``parallel.initialize``), process I explains batches I, I+N, I+2N, ... into the same
+``parts/`` and process 0 merges once all are done. The parts are named by their first image, so a
+run is resumed by any number of processes, and its files do not depend on how many made it:
+``run.json``'s ``made_with`` lists the (processes, devices) of each session that wrote it.
+The random draws do not depend on the split either (``jax_threefry_partitionable``): a run made
+on 4 devices, or by 2 processes, equals the one-device run (``tests/test_parallel.py``).
 
 Memory: one batch of explanations at a time (the method's own ``chunk_size`` bounds its inner
 loops); the finished maps of a method are held compactly until merged (N x 784 x 2 bytes).
@@ -47,7 +56,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mnistxai import data
+from mnistxai import data, parallel
 from mnistxai.models.classifier import predict as classifier_predict
 from mnistxai.util.cli import ArgumentParser
 from mnistxai.util.atomic import save_npz_atomic, write_json_atomic
@@ -210,11 +219,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _pad(a: np.ndarray, size: int) -> np.ndarray:
-    """Pad the batch axis to ``size`` by repeating the last row (one compiled shape per run)."""
-    return a if len(a) == size else np.concatenate([a, np.repeat(a[-1:], size - len(a), 0)])
-
-
 def _store(maps: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "float16" and np.abs(maps).max(initial=0.0) < _FLOAT16_MAX:
         return maps.astype(np.float16)
@@ -236,8 +240,15 @@ def explain_batch(
     from mnistxai.xai import explain, explain_together
 
     n = len(images_u8)
-    x = data.to_model_input(_pad(images_u8, config.batch_size))
-    targets = _pad(labels, config.batch_size) if config.targets == "label" else None
+    # one compiled shape per run: the last batch is padded to batch_size (and every batch to a
+    # multiple of the local device count), each split over this process's devices
+    mesh = parallel.local_data_mesh()
+    size = config.batch_size if mesh is None else parallel.padded_size(config.batch_size, mesh)
+    x = data.to_model_input(parallel.pad_batch(images_u8, size))
+    targets = parallel.pad_batch(labels, size) if config.targets == "label" else None
+    if mesh is not None:
+        x = parallel.shard_batch(x, mesh)
+        targets = None if targets is None else parallel.shard_batch(targets, mesh)
     key = method_key(config.seed, names[0], start)
     results = (
         {names[0]: explain(names[0], classifier, x, targets, key=key, **options)}
@@ -290,10 +301,26 @@ def run_method(
     """Explain ``images`` with ``name`` into ``out/<name>.npz``; returns its timing, or None when
     ``budget`` ([batches left], shared by the methods of a call) ran out first. ``predicted``:
     ``predict``'s output for ``images`` (computed here when not given). ``companions``: methods
-    of ``groups`` whose batches are computed along with these (into their parts/ folders)."""
+    of ``groups`` whose batches are computed along with these (into their parts/ folders).
+    In a run of several processes this does only this process's batches and returns None
+    (``explain_run`` merges once all processes are done)."""
     final = out / f"{name}.npz"
     if final.exists():
         return json.loads((out / f"{name}.json").read_text())
+    if not explain_parts(
+        name, classifier, images, labels, config, out, progress, budget, predicted, companions
+    ):
+        return None
+    if jax.process_count() > 1:
+        return None
+    return merge_method(name, len(images), config, out, classifier, companions)
+
+
+def explain_parts(
+    name, classifier, images, labels, config, out, progress, budget, predicted, companions
+) -> bool:
+    """Write this process's missing batches of ``name`` (``parallel.process_share``) into
+    ``out/parts/<name>/``; False when ``budget`` ran out first (see ``run_method``)."""
     options = method_options(config, name, classifier)
     group = (name,) + tuple(c for c in companions if not (out / f"{c}.npz").exists())
     call_options = dict(options)
@@ -304,11 +331,12 @@ def run_method(
     part_dir = out / "parts" / name
     part_dir.mkdir(parents=True, exist_ok=True)
     n, b = len(images), config.batch_size
-    starts = range(0, n, b)
-    done = sum((part_dir / f"{s:07d}.npz").exists() for s in starts)
+    all_starts = range(0, n, b)
+    starts = [all_starts[i] for i in parallel.process_share(len(all_starts))]
+    done = [s for s in starts if (part_dir / f"{s:07d}.npz").exists()]
     bar = tqdm(
-        total=n,
-        initial=min(n, done * b),
+        total=sum(min(b, n - s) for s in starts),
+        initial=sum(min(b, n - s) for s in done),
         unit="img",
         desc=name,
         disable=not progress,
@@ -323,7 +351,7 @@ def run_method(
         if budget is not None:
             if budget[0] <= 0:
                 bar.close()
-                return None
+                return False
             budget[0] -= 1
         t0 = time.perf_counter()
         batch = explain_batch(
@@ -346,6 +374,19 @@ def run_method(
         warm = True
         bar.update(len(batch[name]["targets"]))
     bar.close()
+    return True
+
+
+def merge_method(name, n, config, out, classifier, companions) -> dict:
+    """Merge the parts of ``name`` (written by any number of processes) into
+    ``out/<name>.npz`` and its timing ``out/<name>.json``; returns the timing."""
+    part_dir = out / "parts" / name
+    b = config.batch_size
+    starts = range(0, n, b)
+    missing = [s for s in starts if not (part_dir / f"{s:07d}.npz").exists()]
+    if missing:  # a process of the run did not finish its share: an internal error
+        raise RuntimeError(f"{name}: the batches at {missing[:5]} are missing from {part_dir}")
+    options = method_options(config, name, classifier)
     merged, timing = _merge([part_dir / f"{s:07d}.npz" for s in starts])
     # steady throughput: batches after the first of a session (which includes compiling), each
     # counted as batch_size images of work (the last batch is padded to that size)
@@ -365,13 +406,14 @@ def run_method(
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "dtype": str(merged["attributions"].dtype),
         "batch_size": b,
-        "device": str(jax.devices()[0]),
+        "device": str(jax.local_devices()[0]),
+        **parallel.describe(),
         "shared_with": list(companions),
         "options": {k: v for k, v in options.items() if not isinstance(v, np.ndarray)},
     }
     # the .json before the .npz: the .npz marks the method done, so its .json always exists
     write_json_atomic(out / f"{name}.json", timing)
-    save_npz_atomic(final, **merged)
+    save_npz_atomic(out / f"{name}.npz", **merged)
     shutil.rmtree(part_dir)
     if not any(part_dir.parent.iterdir()):
         part_dir.parent.rmdir()
@@ -403,6 +445,7 @@ def _check_run_file(out: Path, config: ExplainConfig, made_by: dict) -> dict:
             raise InputError(f"{path} is not valid JSON ({e}): choose a new --out") from None
         old_methods = old.pop("methods", [])
         old.pop("images", None)
+        made_with = old.pop("made_with", [])  # who wrote it: any processes and devices may resume
         new = json.loads(json.dumps({**config.settings(), **made_by}))  # tuples -> lists
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -411,6 +454,7 @@ def _check_run_file(out: Path, config: ExplainConfig, made_by: dict) -> dict:
                 f"or options; resume with the same ones or choose a new --out"
             )
         settings["methods"] = list(dict.fromkeys(old_methods + list(config.methods)))
+        settings["made_with"] = made_with
     return settings
 
 
@@ -429,16 +473,24 @@ def explain_run(
     ``classifier`` defaults to ``load_classifier(config.checkpoint)`` and ``images``/``labels``
     (uint8 (N, 28, 28), int (N,)) to the first ``limit`` of the split of the classifier's
     dataset; tests pass their own.
-    ``max_batches``: compute at most that many new batches, then return (tests, time-boxed runs).
+    ``max_batches``: compute at most that many new batches, then return (tests, time-boxed runs;
+    one process only).
+
+    Every process of a ``jax.distributed`` run (``mnistxai.parallel.initialize``) calls this with
+    the same arguments: each explains its share of the batches over its local devices, all wait
+    for each other, and process 0 merges. A run is resumed by any number of processes.
     """
     config.validate()
+    if max_batches is not None and jax.process_count() > 1:
+        raise InputError("max_batches is for one process: the others would wait for ever")
     if classifier is None:
         from mnistxai.training.checkpoint import load_classifier
 
         classifier = load_classifier(config.checkpoint)
     config = config.for_classifier(classifier)
     out = writable_dir(out, "--out")
-    with exclusive(out, "--out"):
+    index = jax.process_index()  # one writer per process index: process 0 holds .lock
+    with exclusive(out, "--out", ".lock" if index == 0 else f".lock.{index}"):
         return _explain_run(config, out, classifier, images, labels, progress, max_batches)
 
 
@@ -454,12 +506,27 @@ def _explain_run(config, out, classifier, images, labels, progress, max_batches)
     settings = _check_run_file(out, config, provenance(config, classifier, images, labels))
     for name in config.methods:
         method_options(config, name, classifier)  # every method's options, before any compiling
-    write_json_atomic(out / "run.json", {**settings, "images": len(images)})
-    timings = {}
+    made_with = parallel.describe()
+    if progress:
+        print(
+            f"explaining {len(images):,} images on {made_with['processes']} process(es) x "
+            f"{made_with['local_devices']} {made_with['backend']} device(s) "
+            f"({made_with['device_kind']}) into {out}",
+            flush=True,
+        )
+    if jax.process_index() == 0:
+        history = settings.get("made_with", [])
+        settings["made_with"] = history + ([made_with] if made_with not in history else [])
+        write_json_atomic(out / "run.json", {**settings, "images": len(images)})
     budget = None if max_batches is None else [max_batches]
     todo = [m for m in config.methods if not (out / f"{m}.npz").exists()]
-    predicted = predict(classifier, images, config.batch_size) if todo else None  # once for all
+    predicted = _predict_share(classifier, images, config.batch_size) if todo else None
     together = groups(config, classifier)
+    if jax.process_count() > 1:
+        return _explain_together_processes(
+            config, out, classifier, images, labels, progress, predicted, together
+        )
+    timings = {}
     for name in config.methods:
         timing = run_method(
             name,
@@ -483,6 +550,47 @@ def _explain_run(config, out, classifier, images, labels, progress, max_batches)
                 flush=True,
             )
     return timings
+
+
+def _predict_share(classifier, images, batch_size) -> tuple[np.ndarray, np.ndarray]:
+    """``predict`` for the images of this process's batches (zeros elsewhere)."""
+    starts = range(0, len(images), batch_size)
+    mine = [starts[i] for i in parallel.process_share(len(starts))]
+    if len(mine) == len(starts):
+        return predict(classifier, images, batch_size)
+    rows = np.concatenate([np.arange(s, min(s + batch_size, len(images))) for s in mine])
+    preds = np.zeros(len(images), np.int32)
+    probs = np.zeros((len(images), classifier.model.num_classes), np.float32)
+    preds[rows], probs[rows] = predict(classifier, images[rows], batch_size)
+    return preds, probs
+
+
+def _explain_together_processes(
+    config, out, classifier, images, labels, progress, predicted, together
+) -> dict:
+    """``_explain_run``'s loop in a run of several processes: every process its share of every
+    method, then process 0 merges while the others wait."""
+    for name in config.methods:
+        if not (out / f"{name}.npz").exists():
+            explain_parts(
+                name,
+                classifier,
+                images,
+                labels,
+                config,
+                out,
+                progress,
+                None,
+                predicted,
+                together.get(name, ()),
+            )
+    parallel.barrier("mnistxai.explain: parts written")
+    if jax.process_index() == 0:
+        for name in config.methods:
+            if not (out / f"{name}.npz").exists():
+                merge_method(name, len(images), config, out, classifier, together.get(name, ()))
+    parallel.barrier("mnistxai.explain: merged")
+    return {m: json.loads((out / f"{m}.json").read_text()) for m in config.methods}
 
 
 def load_method(run_dir, name: str) -> dict:
@@ -541,7 +649,22 @@ def build_parser() -> ArgumentParser:
     )
     ap.add_argument("--data-dir", default=defaults.data_dir, help="IDX folder")
     ap.add_argument("--no-progress", action="store_true")
+    add_process_flags(ap)
     return ap
+
+
+def add_process_flags(ap) -> None:
+    """The flags of a run of several processes (``mnistxai.parallel.initialize``)."""
+    group = ap.add_argument_group("several processes or hosts (jax.distributed)")
+    group.add_argument(
+        "--coordinator", default=None, help="HOST:PORT of process 0 ($JAX_COORDINATOR_ADDRESS)"
+    )
+    group.add_argument(
+        "--num-processes", type=int, default=None, help="($MNISTXAI_NUM_PROCESSES; default 1)"
+    )
+    group.add_argument(
+        "--process-id", type=int, default=None, help="0..N-1 ($MNISTXAI_PROCESS_ID; default 0)"
+    )
 
 
 def config_from_args(args) -> ExplainConfig:
@@ -562,6 +685,7 @@ def config_from_args(args) -> ExplainConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
     config = config_from_args(args)
     explain_run(config, args.out, progress=not args.no_progress)
     print(f"wrote {args.out} (peak RSS {peak_rss_mb():.0f} MB)")

@@ -26,11 +26,12 @@ def writable_dir(path, flag: str) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive(folder: Path, flag: str):
-    """Hold ``folder/.lock`` for the duration: a second writer of the same folder gets an
-    ``InputError`` at once instead of mixing its results with the first's. The lock is the
-    operating system's (``flock``): it is released when the process ends, however it ends."""
-    handle = open(Path(folder) / ".lock", "w")
+def exclusive(folder: Path, flag: str, name: str = ".lock"):
+    """Hold ``folder/<name>`` (default ``.lock``) for the duration: a second writer of the same
+    folder gets an ``InputError`` at once instead of mixing its results with the first's. The
+    lock is the operating system's (``flock``): it is released when the process ends, however it
+    ends. (The processes of one ``jax.distributed`` run each hold a lock of their own.)"""
+    handle = open(Path(folder) / name, "w")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

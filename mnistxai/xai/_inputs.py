@@ -10,7 +10,9 @@ import numbers
 from typing import Any, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from mnistxai.parallel import batch_mesh
 from mnistxai.util.errors import InputError
 
 IMAGE_SIZE = (28, 28)
@@ -29,7 +31,11 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
 
     Accepts (28, 28), (28, 28, 1), (B, 28, 28) or (B, 28, 28, 1); uint8 in 0..255 (divided by 255)
     or a float array in [0, 1]. NaN/inf, other shapes, other dtypes and out-of-range floats raise.
+    A ``jax.Array`` split over several devices (``mnistxai.parallel``) is checked on its devices
+    and returned as a ``jax.Array`` with the same sharding, never gathered.
     """
+    if batch_mesh(images) is not None:
+        return _sharded_images(images, name)
     try:
         a = np.asarray(images)
     except Exception as e:  # e.g. ragged lists
@@ -67,6 +73,37 @@ def as_images(images: Any, name: str = "images") -> np.ndarray:
             f"scale them, or pass uint8 0-255"
         )
     return a[..., None]
+
+
+@jax.jit
+def _image_stats(x: jax.Array) -> jax.Array:
+    """(all finite, min, max) of a float batch, reduced on its devices."""
+    return jnp.stack([jnp.isfinite(x).all().astype(x.dtype), x.min(), x.max()])
+
+
+def _sharded_images(x: jax.Array, name: str) -> jax.Array:
+    """``as_images`` for a batch (B, 28, 28[, 1]) split along axis 0 over a mesh: the same rules,
+    checked by one jitted reduction; only three numbers leave the devices."""
+    if x.dtype == np.uint8:
+        x = x.astype(jnp.float32) / 255.0
+    elif not jnp.issubdtype(x.dtype, jnp.floating):
+        raise InputError(f"{name} must be uint8 (0-255) or float in [0, 1], got dtype {x.dtype}")
+    x = x.astype(compute_dtype(np.empty(0, x.dtype)))
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != IMAGE_SIZE:
+        raise InputError(
+            f"a sharded {name} must have shape (B, 28, 28) or (B, 28, 28, 1); got {x.shape}"
+        )
+    finite, lo, hi = np.asarray(_image_stats(x)).tolist()
+    if not finite:
+        raise InputError(f"{name} contains NaN or inf")
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(
+            f"float {name} must lie in [0, 1] (got [{lo:.3g}, {hi:.3g}]); "
+            f"scale them, or pass uint8 0-255"
+        )
+    return x[..., None]
 
 
 def as_targets(

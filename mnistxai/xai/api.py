@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistxai import parallel
 from mnistxai.models.classifier import Classifier
 from mnistxai.util.errors import InputError
 from mnistxai.util.jit import jit
@@ -74,12 +75,21 @@ def _prepare(spec: Method, label: str, classifier, images, targets, key, options
         )
     x = as_images(images)
     t = as_targets(targets, x.shape[0], classifier.model.num_classes)
+    mesh = parallel.batch_mesh(x)
+    if mesh is not None and "chunk_size" in spec.options:  # chunk_size counts per device
+        option = spec.options["chunk_size"]
+        chunk = option.parse("chunk_size", options.get("chunk_size", option.default))
+        options = {**options, "chunk_size": chunk * mesh.devices.size}
     opts = spec.parse(options, x.shape[0], classifier, label)
     key = as_key(key, label, spec.needs_key(opts))
     # arrays are traced (new values, no recompile); everything else is static
     arrays = {k: jnp.asarray(v, x.dtype) for k, v in opts.items() if isinstance(v, np.ndarray)}
     static = tuple(sorted((k, v) for k, v in opts.items() if k not in arrays))
-    return jnp.asarray(x), None if t is None else jnp.asarray(t), key, arrays, static
+    t = None if t is None else jnp.asarray(t)
+    if mesh is not None:  # a sharded batch: the rest lives on the same devices (mnistxai.parallel)
+        t = None if t is None else parallel.split_like(t, mesh)
+        arrays, key = parallel.replicate((arrays, key), mesh)
+    return jnp.asarray(x), t, key, arrays, static
 
 
 def explain(

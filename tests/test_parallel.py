@@ -1,0 +1,160 @@
+"""Data parallelism (mnistxai.parallel) on CPU: 4 forced host devices in a subprocess, and two
+jax.distributed processes on this machine; each result equals the one-device one."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = Path(__file__).with_name("parallel_worker.py")
+METHODS = ["saliency", "smoothgrad", "vargrad", "integrated_gradients"]
+OPTIONS = {
+    "smoothgrad": {"samples": 4},
+    "vargrad": {"samples": 4},
+    "integrated_gradients": {"steps": 8},
+}
+
+
+def worker(scenario: str, args: dict, devices: int = 1, wait: bool = True):
+    """Run tests/parallel_worker.py with ``devices`` forced CPU devices; its last stdout line
+    (JSON) when ``wait``, else the running process."""
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+    cmd = [sys.executable, str(WORKER), scenario, json.dumps(args)]
+    if not wait:
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_args(mnist_dir, out, images=40, batch_size=6, **extra) -> dict:
+    return {
+        "data_dir": str(mnist_dir),
+        "out": str(out),
+        "images": images,
+        "batch_size": batch_size,
+        "methods": METHODS,
+        "options": OPTIONS,
+        **extra,
+    }
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Every method's every array equal (float rounding: 1e-6 of the maps' scale)."""
+    for name in METHODS:
+        with np.load(a / f"{name}.npz") as fa, np.load(b / f"{name}.npz") as fb:
+            assert sorted(fa.keys()) == sorted(fb.keys())
+            for key in fa.keys():
+                x, y = fa[key].astype(np.float64), fb[key].astype(np.float64)
+                assert x.shape == y.shape, (name, key)
+                tol = 1e-6 * max(np.abs(x).max(initial=0.0), 1e-30)
+                np.testing.assert_allclose(y, x, rtol=0, atol=tol, err_msg=f"{name} {key}")
+    assert not (b / "parts").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_explain_keeps_a_sharded_batch_sharded_and_equal(mnist_dir):
+    report = worker("explain_sharded", {"data_dir": str(mnist_dir)}, devices=4)
+    assert report["devices"] == 4
+    for name in ("saliency", "integrated_gradients", "smoothgrad"):
+        r = report[name]
+        assert r["scale"] > 0
+        assert r["max_abs_diff"] <= 1e-6 * r["scale"], (name, r)
+        assert r["devices_of_result"] == 4, name  # never gathered to one device
+    assert report["not_divisible"]["padded_to"] == 8
+    assert report["not_divisible"]["max_abs_diff"] <= 1e-9
+    assert "pad it to 8" in report["unpadded_error"]
+    assert report["nan_error"] == "images contains NaN or inf"
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory, mnist_dir):
+    out = tmp_path_factory.mktemp("one_device")
+    assert worker("explain_run", run_args(mnist_dir, out))["local_devices"] == 1
+    return out
+
+
+def test_explain_run_on_4_devices_equals_1(one_device_run, mnist_dir, tmp_path):
+    # 40 images in batches of 6: the last batch is partial, and 6 does not divide by 4
+    made = worker("explain_run", run_args(mnist_dir, tmp_path), devices=4)
+    assert made == {"backend": "cpu", "device_kind": "cpu", "local_devices": 4, "processes": 1}
+    assert_same_run(one_device_run, tmp_path)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["made_with"] == [made]
+    assert json.loads((tmp_path / "saliency.json").read_text())["local_devices"] == 4
+
+
+def start_processes(mnist_dir, out, **extra):
+    port = free_port()
+    return [
+        worker(
+            "explain_run",
+            run_args(
+                mnist_dir,
+                out,
+                coordinator=f"127.0.0.1:{port}",
+                num_processes=2,
+                process_id=i,
+                **extra,
+            ),
+            devices=1,
+            wait=False,
+        )
+        for i in range(2)
+    ]
+
+
+def finish(processes) -> list[dict]:
+    outputs = []
+    for p in processes:
+        stdout, stderr = p.communicate(timeout=600)
+        assert p.returncode == 0, stderr[-3000:]
+        outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    return outputs
+
+
+def test_two_processes_write_one_run_equal_to_one_process(one_device_run, mnist_dir, tmp_path):
+    made = finish(start_processes(mnist_dir, tmp_path))
+    assert [m["processes"] for m in made] == [2, 2]
+    assert_same_run(one_device_run, tmp_path)
+    assert json.loads((tmp_path / "run.json").read_text())["made_with"] == [made[0]]
+
+
+def test_two_processes_killed_mid_run_resume_without_loss_or_duplicates(mnist_dir, tmp_path):
+    reference = tmp_path / "reference"
+    args = {"images": 96, "batch_size": 8}
+    worker("explain_run", run_args(mnist_dir, reference, **args))
+    out = tmp_path / "run"
+    processes = start_processes(mnist_dir, out, **args)
+    parts = out / "parts"
+    deadline = time.monotonic() + 300
+    while not any(parts.glob("*/*.npz")) and time.monotonic() < deadline:
+        assert all(p.poll() is None for p in processes), "a process ended before being killed"
+        time.sleep(0.05)
+    processes[1].send_signal(signal.SIGKILL)  # one process dies mid-run ...
+    processes[1].wait()
+    processes[0].send_signal(signal.SIGKILL)  # ... and the other, left waiting for it, is stopped
+    processes[0].wait()
+    assert any(parts.glob("*/*.npz")) and not (out / f"{METHODS[-1]}.npz").exists()
+    finish(start_processes(mnist_dir, out, **args))  # both restarted: resumed
+    assert_same_run(reference, out)
+    with np.load(out / "saliency.npz") as f:
+        np.testing.assert_array_equal(f["indices"], np.arange(96))  # none lost, none twice
