@@ -110,6 +110,13 @@ def local_data_mesh() -> Optional[Mesh]:
     return data_mesh() if jax.local_device_count() > 1 else None
 
 
+def training_mesh(batch_size: int) -> Optional[Mesh]:
+    """A data mesh over as many local devices as divide ``batch_size`` (a training step's
+    batch is split evenly, with no padding that would change its loss), or None for one."""
+    count = max(d for d in range(1, jax.local_device_count() + 1) if batch_size % d == 0)
+    return data_mesh(jax.local_devices()[:count]) if count > 1 else None
+
+
 def data_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
     """A 1-D ``Mesh`` named ``"data"`` over ``devices`` (default: this process's local ones)."""
     devices = list(jax.local_devices() if devices is None else devices)

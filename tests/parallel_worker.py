@@ -97,6 +97,102 @@ def explain_run(args) -> None:
     print(json.dumps(parallel.describe()))
 
 
+def train_step(args) -> None:
+    """One training step's loss, gradients and BatchNorm statistics, on a batch split over the
+    devices against the same batch on one device (relative differences)."""
+    import optax
+
+    from mnistxai.models.cnn import CNN, init_cnn
+
+    images, labels = data.load("mnist", "train", args["data_dir"])
+    batch = images[:64], labels[:64].astype(np.int32)
+    model = CNN()
+    variables = init_cnn(model, jax.random.key(0))
+
+    def loss(params, batch_stats, x, y):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": batch_stats},
+            data.to_model_input(x),
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": jax.random.key(1)},
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+
+    step = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (l1, stats1), grads1 = step(variables["params"], variables["batch_stats"], *batch)
+    mesh = parallel.training_mesh(64)
+    v = parallel.replicate(variables, mesh)
+    (l4, stats4), grads4 = step(v["params"], v["batch_stats"], *parallel.split_like(batch, mesh))
+
+    def rel(a, b):
+        a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+        diff = sum(float(((x - y) ** 2).sum()) for x, y in zip(a, b)) ** 0.5
+        return diff / sum(float((x**2).sum()) for x in a) ** 0.5
+
+    report = {
+        "devices": int(mesh.devices.size),
+        "gradient_sharded": len(jax.tree.leaves(grads4)[0].sharding.device_set),
+        "loss": abs(float(l1) - float(l4)) / abs(float(l1)),
+        "gradients": rel(grads1, grads4),
+        "batch_stats": rel(stats1, stats4),
+    }
+    print(json.dumps(report))
+
+
+def train(args) -> None:
+    """One short CNN training epoch into ``args["workdir"]``; prints the epoch's record."""
+    from mnistxai.training.cnn import TrainConfig, train_and_evaluate
+
+    config = TrainConfig(
+        data_dir=args["data_dir"],
+        limit_train=args["images"],
+        limit_test=256,
+        epochs=1,
+        batch_size=args["batch_size"],
+    )
+    history = train_and_evaluate(config, args["workdir"], progress=False)
+    print(json.dumps(history["epochs"][-1]))
+
+
+# the leaderboard's metrics at a few steps each (their own tests check their definitions)
+QUICK_METRICS = {
+    "deletion": {"steps": 4},
+    "insertion": {"steps": 4},
+    "region_perturbation": {"regions": 4},
+    "faithfulness_correlation": {"runs": 4, "subset": 50},
+    "infidelity": {"samples": 4},
+    "max_sensitivity": {"samples": 2},
+    "avg_sensitivity": {"samples": 2},
+    "local_lipschitz": {"samples": 2},
+    "continuity": {"steps": 2},
+}
+
+
+def leaderboard(args) -> None:
+    """Saliency's explain run into ``args["run"]`` and its leaderboard into ``args["out"]``:
+    every metric of the default set, ``args["batch_size"]`` images per metric call."""
+    from mnistxai.pipelines.evaluate import EvalConfig, evaluate_run
+    from mnistxai.pipelines.explain import ExplainConfig, explain_run
+
+    images, labels = digits(args["data_dir"], args["images"])
+    run = ExplainConfig(checkpoint="random-cnn", methods=("saliency",), batch_size=8)
+    explain_run(run, args["run"], classifier(), images, labels, progress=False)
+    config = EvalConfig(
+        limit=args["images"],
+        batch_size=args["batch_size"],
+        robustness_images=3,
+        costly_robustness_images=3,
+        metric_options=QUICK_METRICS,
+        bootstrap_samples=50,
+        cost_images=0,
+    )
+    evaluate_run(args["run"], args["out"], config, classifier(), images, progress=False)
+    print(json.dumps(parallel.describe()))
+
+
 if __name__ == "__main__":
     scenario, arguments = sys.argv[1], json.loads(sys.argv[2])
-    {"explain_sharded": explain_sharded, "explain_run": explain_run}[scenario](arguments)
+    scenarios = {"explain_sharded": explain_sharded, "explain_run": explain_run}
+    scenarios.update(leaderboard=leaderboard, train=train, train_step=train_step)
+    scenarios[scenario](arguments)

@@ -92,6 +92,20 @@ def test_region_perturbation_orders_and_pixel_flipping():
     )
 
 
+def test_a_perturbation_that_changes_no_pixel_drops_exactly_zero():
+    # MNIST's black background: a square removed there changes nothing. A score whose rounding
+    # depends on the batch it is computed in (as XLA's convolutions' does across batch shapes
+    # and devices) must not turn that into a drop, nor infidelity's 0 into 1.
+    score = lambda z: (z.sum((1, 2, 3)) + 1e-6 * z.shape[0])[:, None]  # noqa: E731
+    x = jnp.zeros((3, H, W, 1)).at[0, :2, :2].set(1.0)  # two black images, one with a corner
+    t = jnp.zeros(3, jnp.int32)
+    kw = dict(key=jax.random.key(0), samples=5, patch=2)
+    drops = np.asarray(M.infidelity_drops(score, x, t, **kw))
+    np.testing.assert_array_equal(drops[1:], 0.0)
+    maps = jnp.ones((3, H, W))
+    np.testing.assert_array_equal(np.asarray(M.infidelity(score, x, maps, t, **kw))[1:], 0.0)
+
+
 def test_faithfulness_correlation_and_infidelity_on_linear_model():
     score, x, w, exact, t = linear_case()
     key = jax.random.key(2)

@@ -39,6 +39,9 @@ and infidelity, which do not depend on the map, are therefore made once and shar
 Images are processed ``batch_size`` at a time; the metrics that re-explain (max-sensitivity,
 randomization) use the first ``robustness_images`` of them, because they cost (samples or layers)
 x one explanation each.
+Each batch is split over every local device (``mnistxai.parallel``; padded to a multiple of the
+device count, the padding's values dropped), the model replicated: the leaderboard made on 4
+devices equals the one made on 1 (``tests/test_parallel.py``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from mnistxai import data
+from mnistxai import data, parallel
 from mnistxai.pipelines import ranking
 from mnistxai.util.cli import ArgumentParser
 from mnistxai.pipelines.explain import (
@@ -213,6 +216,25 @@ def _batch(fns, config: EvalConfig, x, maps, targets, keys, metric, **extra) -> 
     )
 
 
+def on_local_devices(*arrays):
+    """``arrays`` (batch axis first, same length B; None passes) padded to a multiple of the
+    local device count by repeating the last row and split over the local devices; as they are
+    on a one-device process."""
+    mesh = parallel.local_data_mesh()
+    if mesh is None:
+        return arrays
+    out = []
+    for a in arrays:
+        if a is not None:
+            a = jnp.asarray(a)
+            extra = parallel.padded_size(len(a), mesh) - len(a)
+            if extra:
+                a = jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+            a = parallel.split_like(a, mesh)
+        out.append(a)
+    return tuple(out)
+
+
 def shared_parts(config: EvalConfig, images: np.ndarray, targets: np.ndarray, fns) -> list:
     """[(targets, {metric: shared part})] per batch of ``images``: what the metrics that declare
     ``shared`` compute once (it does not depend on the map) for every method to reuse."""
@@ -222,6 +244,7 @@ def shared_parts(config: EvalConfig, images: np.ndarray, targets: np.ndarray, fn
         e = min(len(images), s + b)
         x = jnp.asarray(data.to_model_input(images[s:e]))
         t, keys = jnp.asarray(targets[s:e]), image_keys(config.seed, s, e)
+        x, t, keys = on_local_devices(x, t, keys)
         out.append(
             (
                 targets[s:e],
@@ -273,6 +296,8 @@ def evaluate_method(
             if maps is None
             else jnp.asarray(maps[s:e])
         )
+        m_se = None if masks is None else masks[s:e]
+        x, a, t, keys, m_se = on_local_devices(x, a, t, keys, m_se)
         reuse = shared is not None and np.array_equal(shared[i][0], targets[s:e])
         r = min(e, robust_n) - s
         values = {}
@@ -297,15 +322,15 @@ def evaluate_method(
                 part = shared[i][1].get(m.name) if reuse else None
                 batch = _batch(fns, config, x, a, t, keys, m.name, state=states.get(m.name))
                 if m.needs_masks:
-                    batch = dataclasses.replace(batch, masks=jnp.asarray(masks[s:e]))
+                    batch = dataclasses.replace(batch, masks=jnp.asarray(m_se))
                 if m.shared is not None and part is None:
                     part = m.shared(batch, **config.options(m.name))
                 batch = dataclasses.replace(batch, shared=part)
             values.update(jax.device_get(m.fn(batch, **config.options(m.name))))
             if m.reexplains:
                 robust_seconds += time.perf_counter() - t0
-        for k, v in values.items():
-            parts.setdefault(k, []).append(np.asarray(v))
+        for k, v in values.items():  # [: e - s]: a padded batch's padding dropped
+            parts.setdefault(k, []).append(np.asarray(v)[: e - s])
     return {k: np.concatenate(v) for k, v in parts.items()}, robust_seconds
 
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from mnistxai import data
+from mnistxai import data, parallel
 from mnistxai.training import checkpoint
 from mnistxai.util import streams
 from mnistxai.util.atomic import write_json_atomic
@@ -174,6 +174,12 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
     state = task.state
     if resume:
         state = checkpoint.restore(latest_dir, template=state)[0]
+    # data parallel: each step's batch split over the local devices, the state replicated; the
+    # jitted step is the same program (GSPMD), so its mean loss, gradients and BatchNorm
+    # statistics are those of the whole batch, as on one device
+    mesh = parallel.training_mesh(batch_size)
+    if mesh is not None:
+        state = parallel.replicate(state, mesh)
     saved_config = {
         "model": model_name,
         "model_kwargs": task.model_kwargs,
@@ -187,7 +193,10 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
         )
 
     if progress:
-        print(f"JAX {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}")
+        print(
+            f"JAX {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}; "
+            f"each batch split over {1 if mesh is None else mesh.devices.size} device(s)"
+        )
         print(
             f"{task.summary}; {len(train_images):,} train / {len(test[0]):,} test images of "
             f"{config.dataset}; {steps_per_epoch} steps/epoch"
@@ -216,9 +225,10 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
                     )
                 raise TrainingInterrupted(f"stopped at step {step}; continue with --resume")
             idx = order[i * batch_size : (i + 1) * batch_size]
-            state, m = train_step_and_sum(
-                task.train_step, state, train_images[idx], train_labels[idx], totals
-            )
+            batch = train_images[idx], train_labels[idx]
+            if mesh is not None:
+                batch = parallel.split_like(batch, mesh)
+            state, m = train_step_and_sum(task.train_step, state, *batch, totals)
             seen += len(idx)
             step += 1
             if progress and (i % 20 == 0 or i == steps_per_epoch - 1):
