@@ -155,25 +155,12 @@ def train(args) -> None:
     print(json.dumps(history["epochs"][-1]))
 
 
-# the leaderboard's metrics at a few steps each (their own tests check their definitions)
-QUICK_METRICS = {
-    "deletion": {"steps": 4},
-    "insertion": {"steps": 4},
-    "region_perturbation": {"regions": 4},
-    "faithfulness_correlation": {"runs": 4, "subset": 50},
-    "infidelity": {"samples": 4},
-    "max_sensitivity": {"samples": 2},
-    "avg_sensitivity": {"samples": 2},
-    "local_lipschitz": {"samples": 2},
-    "continuity": {"steps": 2},
-}
-
-
 def leaderboard(args) -> None:
     """Saliency's explain run into ``args["run"]`` and its leaderboard into ``args["out"]``:
     every metric of the default set, ``args["batch_size"]`` images per metric call."""
     from mnistxai.pipelines.evaluate import EvalConfig, evaluate_run
     from mnistxai.pipelines.explain import ExplainConfig, explain_run
+    from test_explain_run import TINY  # the metrics at a few steps each (this folder's module)
 
     images, labels = digits(args["data_dir"], args["images"])
     run = ExplainConfig(checkpoint="random-cnn", methods=("saliency",), batch_size=8)
@@ -183,7 +170,7 @@ def leaderboard(args) -> None:
         batch_size=args["batch_size"],
         robustness_images=3,
         costly_robustness_images=3,
-        metric_options=QUICK_METRICS,
+        metric_options=TINY,
         bootstrap_samples=50,
         cost_images=0,
     )
