@@ -570,20 +570,19 @@ def _explain_together_processes(
 ) -> dict:
     """``_explain_run``'s loop in a run of several processes: every process its share of every
     method, then process 0 merges while the others wait."""
-    for name in config.methods:
-        if not (out / f"{name}.npz").exists():
-            explain_parts(
-                name,
-                classifier,
-                images,
-                labels,
-                config,
-                out,
-                progress,
-                None,
-                predicted,
-                together.get(name, ()),
-            )
+    for name in config.methods:  # run_method: this process's parts only, no merge
+        run_method(
+            name,
+            classifier,
+            images,
+            labels,
+            config,
+            out,
+            progress,
+            None,
+            predicted,
+            together.get(name, ()),
+        )
     parallel.barrier("mnistxai.explain: parts written")
     if jax.process_index() == 0:
         for name in config.methods:
