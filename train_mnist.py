@@ -11,6 +11,13 @@ python train_mnist.py --init-from runs/fashion --freeze-backbone --workdir runs/
 python train_mnist.py --model vae                         # runs/vae: conv VAE + latent classifier
 python train_mnist.py --model generator --init-from runs/vae --classifier runs/cnn
                                                           # runs/generator: DCGAN
+python train_mnist.py --coordinator HOST:PORT --num-processes 2 --process-id I   # on each host
+
+Several processes (jax.distributed) train one model together: each step's global batch
+(--batch-size, divisible by the total device count) is split over every device of every process,
+the state replicated; the checkpoints are saved by all together, the history by process 0. Ctrl-C
+in any of them stops all at the same step, after a checkpoint (they check every 10 steps whether
+one was interrupted).
 
 Ctrl-C ends with exit code 130: before training starts quietly (nothing to save), during training
 with one line, after a checkpoint at the next step (or after the epoch's evaluation and saves),
@@ -24,6 +31,7 @@ import sys
 # until training installs its deferred handler there is nothing to save: a quiet exit
 signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
 
+from mnistxai import parallel  # noqa: E402 (after the signal handler)
 from mnistxai.util.cli import ArgumentParser, run_main  # noqa: E402 (after the signal handler)
 from mnistxai.training.cnn import TrainConfig, train_and_evaluate  # noqa: E402 (after the signal handler)
 from mnistxai.training.loop import TrainingInterrupted  # noqa: E402 (after the signal handler)
@@ -127,6 +135,7 @@ def parse_args(argv=None):
         action="store_true",
         help="CNN, with --init-from: train only the new head",
     )
+    parallel.add_process_flags(p)
     return p.parse_args(argv)
 
 
@@ -171,6 +180,7 @@ RESUME_KEEPS = ("data_dir",)  # where the data lives may change; what it is may 
 
 def main(argv=None):
     args = parse_args(argv)
+    parallel.initialize_from_args(args)
     config = make_config(args)
     workdir = args.workdir or f"runs/{args.model}"
     if args.resume:

@@ -70,6 +70,25 @@ def initialize(
     return jax.process_index(), jax.process_count()
 
 
+def add_process_flags(parser) -> None:
+    """The flags of a run of several processes (``mnistxai.parallel.initialize``)."""
+    group = parser.add_argument_group("several processes or hosts (jax.distributed)")
+    group.add_argument(
+        "--coordinator", default=None, help="HOST:PORT of process 0 ($JAX_COORDINATOR_ADDRESS)"
+    )
+    group.add_argument(
+        "--num-processes", type=int, default=None, help="($MNISTXAI_NUM_PROCESSES; default 1)"
+    )
+    group.add_argument(
+        "--process-id", type=int, default=None, help="0..N-1 ($MNISTXAI_PROCESS_ID; default 0)"
+    )
+
+
+def initialize_from_args(args) -> tuple[int, int]:
+    """``initialize`` with the flags of ``add_process_flags``."""
+    return initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _int_setting(value, env: str, flag: str, default: int) -> int:
     if value is not None:
         return int(value)
@@ -105,14 +124,32 @@ def describe() -> dict:
     }
 
 
+def peak_device_memory_mb() -> Optional[float]:
+    """The most memory any local device has held so far (MB), where the backend counts it (GPU,
+    TPU); None on CPU."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return round(max(peaks) / 2**20, 1) if peaks else None
+
+
 def local_data_mesh() -> Optional[Mesh]:
     """``data_mesh()`` over this process's devices, or None when it has only one."""
     return data_mesh() if jax.local_device_count() > 1 else None
 
 
 def training_mesh(batch_size: int) -> Optional[Mesh]:
-    """A data mesh over as many local devices as divide ``batch_size`` (a training step's
-    batch is split evenly, with no padding that would change its loss), or None for one."""
+    """The mesh a training step's batch is split over, or None for one device.
+
+    One process: as many local devices as divide ``batch_size`` (split evenly, with no padding
+    that would change the loss). Several: every device of every process, ``batch_size`` (the
+    global batch) must divide by their count."""
+    if jax.process_count() > 1:
+        if batch_size % jax.device_count():
+            raise InputError(
+                f"--batch-size {batch_size} must divide by the {jax.device_count()} devices of "
+                f"the {jax.process_count()} processes (each step's batch is split over all)"
+            )
+        return data_mesh(jax.devices())
     count = max(d for d in range(1, jax.local_device_count() + 1) if batch_size % d == 0)
     return data_mesh(jax.local_devices()[:count]) if count > 1 else None
 
@@ -142,12 +179,16 @@ def shard_batch(batch, mesh: Optional[Mesh] = None) -> jax.Array:
     return jax.device_put(batch, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
 
 
-def pad_batch(batch: np.ndarray, size: int) -> np.ndarray:
-    """Pad axis 0 to ``size`` by repeating the last row (padded rows are explained and dropped)."""
-    batch = np.asarray(batch)
+def pad_batch(batch, size: int):
+    """Pad axis 0 to ``size`` by repeating the last row (padded rows are explained and dropped):
+    a ``jax.Array`` (random keys too) stays one, anything else becomes a NumPy array."""
+    if isinstance(batch, jax.Array):
+        import jax.numpy as xp
+    else:
+        xp, batch = np, np.asarray(batch)
     if len(batch) == size:
         return batch
-    return np.concatenate([batch, np.repeat(batch[-1:], size - len(batch), 0)])
+    return xp.concatenate([batch, xp.repeat(batch[-1:], size - len(batch), axis=0)])
 
 
 def batch_mesh(x) -> Optional[Mesh]:
@@ -162,10 +203,39 @@ def batch_mesh(x) -> Optional[Mesh]:
 
 
 def replicate(tree, mesh: Mesh):
-    """Every array leaf of ``tree`` copied to each device of ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    """Every array leaf of ``tree`` copied to each device of ``mesh``. A mesh that spans
+    processes needs the same ``tree`` in each (e.g. made from the same seed)."""
+    return _put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
 def split_like(tree, mesh: Mesh):
-    """Every array leaf of ``tree`` split along axis 0 over ``mesh``."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+    """Every array leaf of ``tree`` split along axis 0 over ``mesh``. Over a mesh that spans
+    processes each process passes the whole (global) arrays and puts only its devices' rows."""
+    return _put(tree, NamedSharding(mesh, PartitionSpec(DATA_AXIS)))
+
+
+def _put(tree, sharding: NamedSharding):
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf):  # device_put cannot place a device array on other processes' devices
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(
+                put(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf)
+            )
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
+def local_copy(tree):
+    """A tree replicated over a mesh that spans processes, as this process's copy on one of its
+    devices (for work each process does alone: evaluation, figures); other trees as they are."""
+
+    def local(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return leaf.addressable_data(0)
+        return leaf
+
+    return jax.tree.map(local, tree)

@@ -141,27 +141,46 @@ def train_step(args) -> None:
 
 
 def train(args) -> None:
-    """One short CNN training epoch into ``args["workdir"]``; prints the epoch's record."""
+    """A short CNN training (``args["epochs"]``, default 1) into ``args["workdir"]``, as one
+    process or as process ``args["process_id"]`` of ``args["num_processes"]``, stopped after
+    ``args["max_steps"]`` or resumed (``args["resume"]``); prints the last epoch's record (or
+    the step it stopped at) and the run's devices."""
     from mnistxai.training.cnn import TrainConfig, train_and_evaluate
+    from mnistxai.training.loop import TrainingInterrupted
 
+    if args.get("num_processes", 1) > 1:
+        parallel.initialize(args["coordinator"], args["num_processes"], args["process_id"])
     config = TrainConfig(
         data_dir=args["data_dir"],
         limit_train=args["images"],
         limit_test=256,
-        epochs=1,
+        epochs=args.get("epochs", 1),
         batch_size=args["batch_size"],
     )
-    history = train_and_evaluate(config, args["workdir"], progress=False)
-    print(json.dumps(history["epochs"][-1]))
+    try:
+        history = train_and_evaluate(
+            config,
+            args["workdir"],
+            resume=args.get("resume", False),
+            max_steps=args.get("max_steps"),
+            progress=False,
+        )
+        record = history["epochs"][-1]
+    except TrainingInterrupted as e:
+        record = {"interrupted": str(e)}
+    print(json.dumps({**record, **parallel.describe()}))
 
 
 def leaderboard(args) -> None:
     """Saliency's explain run into ``args["run"]`` and its leaderboard into ``args["out"]``:
-    every metric of the default set, ``args["batch_size"]`` images per metric call."""
+    every metric of the default set, ``args["batch_size"]`` images per metric call; as one
+    process or as process ``args["process_id"]`` of ``args["num_processes"]``."""
     from mnistxai.pipelines.evaluate import EvalConfig, evaluate_run
     from mnistxai.pipelines.explain import ExplainConfig, explain_run
     from test_explain_run import TINY  # the metrics at a few steps each (this folder's module)
 
+    if args.get("num_processes", 1) > 1:
+        parallel.initialize(args["coordinator"], args["num_processes"], args["process_id"])
     images, labels = digits(args["data_dir"], args["images"])
     run = ExplainConfig(checkpoint="random-cnn", methods=("saliency",), batch_size=8)
     explain_run(run, args["run"], classifier(), images, labels, progress=False)

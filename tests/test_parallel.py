@@ -102,24 +102,26 @@ def test_explain_run_on_4_devices_equals_1(one_device_run, mnist_dir, tmp_path):
     assert json.loads((tmp_path / "saliency.json").read_text())["local_devices"] == 4
 
 
-def start_processes(mnist_dir, out, **extra):
+def together(scenario: str, args: dict, processes: int = 2) -> list:
+    """``processes`` workers of one jax.distributed run (a loopback coordinator), started."""
     port = free_port()
     return [
         worker(
-            "explain_run",
-            run_args(
-                mnist_dir,
-                out,
-                coordinator=f"127.0.0.1:{port}",
-                num_processes=2,
-                process_id=i,
-                **extra,
-            ),
-            devices=1,
+            scenario,
+            {
+                **args,
+                "coordinator": f"127.0.0.1:{port}",
+                "num_processes": processes,
+                "process_id": i,
+            },
             wait=False,
         )
-        for i in range(2)
+        for i in range(processes)
     ]
+
+
+def start_processes(mnist_dir, out, **extra):
+    return together("explain_run", run_args(mnist_dir, out, **extra))
 
 
 def finish(processes) -> list[dict]:
@@ -160,21 +162,51 @@ def test_two_processes_killed_mid_run_resume_without_loss_or_duplicates(mnist_di
         np.testing.assert_array_equal(f["indices"], np.arange(96))  # none lost, none twice
 
 
-def test_leaderboard_on_4_devices_equals_1(mnist_dir, tmp_path):
+def leaderboard_args(mnist_dir, folder: Path, **extra) -> dict:
     # 10 images in metric batches of 6: padded to 8 on 4 devices, the padding's values dropped
-    made = {}
-    for devices in (1, 4):
-        args = {"data_dir": str(mnist_dir), "images": 10, "batch_size": 6}
-        args.update(run=str(tmp_path / f"run{devices}"), out=str(tmp_path / f"lb{devices}"))
-        made[devices] = worker("leaderboard", args, devices=devices)["local_devices"]
-    assert made == {1: 1, 4: 4}
-    with (
-        np.load(tmp_path / "lb1" / "per_example.npz") as a,
-        np.load(tmp_path / "lb4" / "per_example.npz") as b,
-    ):
-        assert sorted(a.keys()) == sorted(b.keys()) and len(a.keys()) > 50
-        for key in a.keys():  # probabilities and their differences: rounding is ~1e-8
-            np.testing.assert_allclose(b[key], a[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    args = {"data_dir": str(mnist_dir), "images": 10, "batch_size": 6}
+    return {**args, "run": str(folder / "run"), "out": str(folder / "lb"), **extra}
+
+
+def assert_same_leaderboard(a: Path, b: Path) -> None:
+    with np.load(a / "per_example.npz") as fa, np.load(b / "per_example.npz") as fb:
+        assert sorted(fa.keys()) == sorted(fb.keys()) and len(fa.keys()) > 50
+        for key in fa.keys():  # probabilities and their differences: rounding is ~1e-8
+            np.testing.assert_allclose(fb[key], fa[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    rows = [json.loads((f / "evaluation.json").read_text())["methods"] for f in (a, b)]
+    assert rows[0].keys() == rows[1].keys()
+    for name, row in rows[0].items():
+        assert row["metrics"].keys() == rows[1][name]["metrics"].keys()
+        for metric, v in row["metrics"].items():
+            w = rows[1][name]["metrics"][metric]
+            assert v["n"] == w["n"], (name, metric)
+            np.testing.assert_allclose(w["mean"], v["mean"], rtol=1e-4, atol=1e-6)
+    assert not (b / "parts").exists()
+
+
+@pytest.fixture(scope="module")
+def one_device_leaderboard(tmp_path_factory, mnist_dir):
+    folder = tmp_path_factory.mktemp("one_device_leaderboard")
+    assert worker("leaderboard", leaderboard_args(mnist_dir, folder))["local_devices"] == 1
+    return folder / "lb"
+
+
+def test_leaderboard_on_4_devices_equals_1(one_device_leaderboard, mnist_dir, tmp_path):
+    made = worker("leaderboard", leaderboard_args(mnist_dir, tmp_path), devices=4)
+    assert made["local_devices"] == 4
+    assert_same_leaderboard(one_device_leaderboard, tmp_path / "lb")
+    made_with = json.loads((tmp_path / "lb" / "evaluation.json").read_text())["made_with"]
+    assert made_with == made
+
+
+def test_two_processes_make_one_leaderboard_equal_to_one_process(
+    one_device_leaderboard, mnist_dir, tmp_path
+):
+    # 10 images in batches of 6: process 0 scores images 0..5, process 1 images 6..9
+    (tmp_path / "lb" / "parts" / "stale").mkdir(parents=True)  # an earlier run's: cleared
+    processes = together("leaderboard", leaderboard_args(mnist_dir, tmp_path))
+    assert [m["processes"] for m in finish(processes)] == [2, 2]
+    assert_same_leaderboard(one_device_leaderboard, tmp_path / "lb")
 
 
 def test_a_training_step_on_4_devices_is_the_one_device_step(mnist_dir):
@@ -186,17 +218,67 @@ def test_a_training_step_on_4_devices_is_the_one_device_step(mnist_dir):
     assert report["batch_stats"] < 1e-5
 
 
-def test_a_training_epoch_on_4_devices_matches_one_device(mnist_dir, tmp_path):
-    epochs = {}
-    for devices in (1, 4):
-        args = {"data_dir": str(mnist_dir), "images": 1024, "batch_size": 64}
-        epochs[devices] = worker(
-            "train", {**args, "workdir": str(tmp_path / f"d{devices}")}, devices
-        )
-    one, four = epochs[1], epochs[4]
-    assert one["step"] == four["step"] == 16
+TRAIN = {"images": 1024, "batch_size": 64}  # 16 steps
+
+
+@pytest.fixture(scope="module")
+def one_device_epoch(tmp_path_factory, mnist_dir) -> dict:
+    workdir = tmp_path_factory.mktemp("one_device_epoch")
+    return worker("train", {"data_dir": str(mnist_dir), **TRAIN, "workdir": str(workdir)})
+
+
+@pytest.fixture(scope="module")
+def two_process_epoch(tmp_path_factory, mnist_dir) -> tuple[dict, Path]:
+    workdir = tmp_path_factory.mktemp("two_process_epoch")
+    made = finish(together("train", {"data_dir": str(mnist_dir), **TRAIN, "workdir": str(workdir)}))
+    assert without_timings(made[0]) == without_timings(made[1])  # both saw the same run
+    return made[0], workdir
+
+
+def without_timings(record: dict) -> dict:
+    timings = ("epoch_seconds", "images_per_second", "wall_seconds")
+    return {k: v for k, v in record.items() if k not in timings}
+
+
+def assert_same_training(one: dict, other: dict) -> None:
+    assert one["step"] == other["step"] == 16
     # Adam amplifies the steps' float rounding (above) over 16 steps: the same training, not
-    # the same bits (measured: train accuracy 0.386 vs 0.384, loss 1.799 vs 1.800)
-    assert abs(one["train_loss"] - four["train_loss"]) < 0.02 * one["train_loss"]
-    assert abs(one["train_accuracy"] - four["train_accuracy"]) < 0.02
-    assert abs(one["test_loss"] - four["test_loss"]) < 0.05 * one["test_loss"]
+    # the same bits (measured on 4 devices: train accuracy 0.386 vs 0.384, loss 1.799 vs 1.800)
+    assert abs(one["train_loss"] - other["train_loss"]) < 0.02 * one["train_loss"]
+    assert abs(one["train_accuracy"] - other["train_accuracy"]) < 0.02
+    assert abs(one["test_loss"] - other["test_loss"]) < 0.05 * one["test_loss"]
+
+
+def test_a_training_epoch_on_4_devices_matches_one_device(one_device_epoch, mnist_dir, tmp_path):
+    args = {"data_dir": str(mnist_dir), **TRAIN, "workdir": str(tmp_path)}
+    four = worker("train", args, devices=4)
+    assert four["local_devices"] == 4
+    assert_same_training(one_device_epoch, four)
+
+
+def test_two_processes_train_one_model_like_one_device(
+    one_device_epoch, two_process_epoch, mnist_dir
+):
+    record, workdir = two_process_epoch
+    assert record["processes"] == 2
+    assert_same_training(one_device_epoch, record)
+    # the checkpoint both processes saved loads in one process and holds the model they tested
+    from mnistxai import data
+    from mnistxai.models.classifier import predict
+    from mnistxai.training.checkpoint import load_classifier
+
+    images, labels = data.load("mnist", "test", mnist_dir)
+    classes, _ = predict(load_classifier(workdir, "latest"), data.to_model_input(images[:256]))
+    assert np.mean(classes == labels[:256]) == record["test_accuracy"]
+
+
+def test_two_processes_stopped_and_resumed_train_as_if_never_stopped(
+    two_process_epoch, mnist_dir, tmp_path
+):
+    args = {"data_dir": str(mnist_dir), **TRAIN, "workdir": str(tmp_path)}
+    stopped = finish(together("train", {**args, "max_steps": 10}))  # mid-epoch
+    assert all("stopped at step 10" in s["interrupted"] for s in stopped)
+    resumed = finish(together("train", {**args, "resume": True}))
+    assert without_timings(resumed[0]) == without_timings(resumed[1])
+    # exactly: the restored state and the epoch's running sums are exact
+    assert without_timings(resumed[0]) == without_timings(two_process_epoch[0])

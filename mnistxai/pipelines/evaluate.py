@@ -40,8 +40,13 @@ Images are processed ``batch_size`` at a time; the metrics that re-explain (max-
 randomization) use the first ``robustness_images`` of them, because they cost (samples or layers)
 x one explanation each.
 Each batch is split over every local device (``mnistxai.parallel``; padded to a multiple of the
-device count, the padding's values dropped), the model replicated: the leaderboard made on 4
-devices equals the one made on 1 (``tests/test_parallel.py``).
+device count, the padding's values dropped), the model replicated. Started as N processes
+(``--coordinator HOST:PORT --num-processes N --process-id I``, as ``mnistxai.explain``), process
+I scores batches I, I+N, ... of every method into ``OUT/parts/<method>/<first image>.npz`` and
+process 0 merges them, in batch order, into the files above (a row's seconds are then the sum of
+the processes' work). The leaderboard made on 4 devices, or by 2 processes, equals the one made
+on 1 (``tests/test_parallel.py``); ``evaluation.json``'s ``made_with`` names the devices and
+processes.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import csv
 import dataclasses
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Optional
@@ -226,35 +232,38 @@ def on_local_devices(*arrays):
     out = []
     for a in arrays:
         if a is not None:
-            a = jnp.asarray(a)
-            extra = parallel.padded_size(len(a), mesh) - len(a)
-            if extra:
-                a = jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+            a = parallel.pad_batch(jnp.asarray(a), parallel.padded_size(len(a), mesh))
             a = parallel.split_like(a, mesh)
         out.append(a)
     return tuple(out)
 
 
-def shared_parts(config: EvalConfig, images: np.ndarray, targets: np.ndarray, fns) -> list:
-    """[(targets, {metric: shared part})] per batch of ``images``: what the metrics that declare
-    ``shared`` compute once (it does not depend on the map) for every method to reuse."""
-    out, b = [], config.batch_size
+def batch_starts(n: int, batch_size: int) -> list[int]:
+    """The first image of every metric batch of ``n`` images."""
+    return list(range(0, n, batch_size))
+
+
+def shared_parts(
+    config: EvalConfig, images: np.ndarray, targets: np.ndarray, fns, starts=None
+) -> dict:
+    """{batch start: (targets, {metric: shared part})} for the batches ``starts`` (default: all)
+    of ``images``: what the metrics that declare ``shared`` compute once (it does not depend on
+    the map) for every method to reuse."""
+    out, b = {}, config.batch_size
     metrics = [get_metric(m) for m in config.selected() if get_metric(m).shared is not None]
-    for s in range(0, len(images), b):
+    for s in batch_starts(len(images), b) if starts is None else starts:
         e = min(len(images), s + b)
         x = jnp.asarray(data.to_model_input(images[s:e]))
         t, keys = jnp.asarray(targets[s:e]), image_keys(config.seed, s, e)
         x, t, keys = on_local_devices(x, t, keys)
-        out.append(
-            (
-                targets[s:e],
-                {
-                    m.name: m.shared(
-                        _batch(fns, config, x, None, t, keys, m.name), **config.options(m.name)
-                    )
-                    for m in metrics
-                },
-            )
+        out[s] = (
+            targets[s:e],
+            {
+                m.name: m.shared(
+                    _batch(fns, config, x, None, t, keys, m.name), **config.options(m.name)
+                )
+                for m in metrics
+            },
         )
     return out
 
@@ -272,12 +281,14 @@ def evaluate_method(
     shared: Optional[list] = None,
     robust_n: int = 0,
     masks: Optional[np.ndarray] = None,
+    starts=None,
 ) -> tuple[dict, float]:
     """(per-example values of every selected metric, seconds spent in the re-explaining ones)
     for one method (``maps`` None: a baseline's own maps). ``shared``: ``shared_parts`` of these
     images, used for the batches whose targets match; ``robust_n``: images of the robustness
     subset; ``states``: each metric's ``setup`` result; ``masks``: bool (N, H, W) ground truth of
-    the images (None: the ``needs_masks`` metrics are skipped)."""
+    the images (None: the ``needs_masks`` metrics are skipped); ``starts``: the batches to score
+    (their first images; default all), their values concatenated in that order."""
     n, b = len(images), config.batch_size
     metrics = [
         m
@@ -286,7 +297,7 @@ def evaluate_method(
     ]
     parts: dict = {}
     robust_seconds = 0.0
-    for i, s in enumerate(range(0, n, b)):
+    for s in batch_starts(n, b) if starts is None else starts:
         e = min(n, s + b)
         x = jnp.asarray(data.to_model_input(images[s:e]))
         keys = image_keys(config.seed, s, e)
@@ -298,7 +309,7 @@ def evaluate_method(
         )
         m_se = None if masks is None else masks[s:e]
         x, a, t, keys, m_se = on_local_devices(x, a, t, keys, m_se)
-        reuse = shared is not None and np.array_equal(shared[i][0], targets[s:e])
+        reuse = shared is not None and s in shared and np.array_equal(shared[s][0], targets[s:e])
         r = min(e, robust_n) - s
         values = {}
         for m in metrics:
@@ -319,7 +330,7 @@ def evaluate_method(
                     state=states.get(m.name),
                 )
             else:
-                part = shared[i][1].get(m.name) if reuse else None
+                part = shared[s][1].get(m.name) if reuse else None
                 batch = _batch(fns, config, x, a, t, keys, m.name, state=states.get(m.name))
                 if m.needs_masks:
                     batch = dataclasses.replace(batch, masks=jnp.asarray(m_se))
@@ -670,7 +681,8 @@ def evaluate_run(
                 f"masks must be a bool array (N, H, W), got {masks.dtype} {masks.shape}"
             )
     run_dir, out = Path(run_dir), writable_dir(out, "--out")
-    with exclusive(out, "--out"):
+    index = jax.process_index()  # one writer per process index: process 0 holds .lock
+    with exclusive(out, "--out", ".lock" if index == 0 else f".lock.{index}"):
         return _evaluate_run(run_dir, out, config, classifier, images, progress, masks)
 
 
@@ -750,6 +762,7 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
     cascade = states.get("randomization")
     results = {
         "images": n,
+        "made_with": parallel.describe(),
         "dataset": explain_config.dataset,
         "masks": masks_from,
         "robustness_images": min(config.robustness_images, n),
@@ -766,85 +779,153 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
         "summaries": {},
     }
     per_example, scored = {}, {}
+    starts = batch_starts(n, config.batch_size)
+    together = jax.process_count() > 1
+    mine = [starts[i] for i in parallel.process_share(len(starts))]
+    parts = out / "parts"
+    if together:  # a leaderboard's parts are not resumed: those of an earlier one go first
+        if jax.process_index() == 0 and parts.exists():
+            shutil.rmtree(parts)
+        parallel.barrier("mnistxai.evaluate: parts cleared")
     t0 = time.perf_counter()
     first_targets = load_method(run_dir, methods[0])["targets"][:n]
-    shared = jax.block_until_ready(shared_parts(config, images, first_targets, fns))
+    shared = jax.block_until_ready(shared_parts(config, images, first_targets, fns, mine))
     results["shared_seconds"] = round(time.perf_counter() - t0, 2)
     entries = methods + list(config.baselines)
+    context = (run_dir, methods, n, explain_config, classifier, config, first_targets)
     for name in tqdm(entries, desc="evaluate", unit="method", disable=not progress):
         t0 = time.perf_counter()
-        if name in methods:
-            arrays = load_method(run_dir, name)
-            maps, targets = arrays["attributions"][:n], arrays["targets"][:n]
-            options = method_options(explain_config, name, classifier)
-            explain_fn = method_explain_fn(
-                name,
-                options,
-                classifier,
-                max(1, min(config.robustness_images, config.batch_size, n)),
-            )
-            timing_file = run_dir / f"{name}.json"
-            timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
-            cost_of = (name, options, timing)
-            explain_s = timing.get("seconds", 0.0) * n / max(1, timing.get("images", n))
-            summarize_run = registry.get(name).run_summary
-            if summarize_run is not None:
-                results["summaries"][name] = summarize_run({k: v[:n] for k, v in arrays.items()})
-        else:
-            maps, explain_fn, explain_s, options = None, M.baseline_explain_fn(name), None, None
-            targets, cost_of = first_targets, None
-        robust_n = min(n, robustness_images(config, name, options))
-        values, robust_s = evaluate_method(
-            name,
-            maps,
-            targets,
-            images,
-            explain_fn,
-            classifier,
-            states,
-            config,
-            fns,
-            shared,
-            robust_n,
-            masks,
+        entry = _entry(name, *context)
+        inputs = (entry["maps"], entry["targets"], images, entry["explain_fn"], classifier)
+        inputs += (states, config, fns, shared, entry["robust_n"], masks)
+        if together:  # each batch of this process's share into its own part file
+            (parts / name).mkdir(parents=True, exist_ok=True)
+            for s in mine:
+                t1 = time.perf_counter()
+                values, robust_s = evaluate_method(name, *inputs, starts=[s])
+                seconds = np.asarray(time.perf_counter() - t1)
+                save_npz_atomic(
+                    parts / name / f"{s:07d}.npz",
+                    **values,
+                    __seconds__=seconds,
+                    __robust_seconds__=np.asarray(robust_s),
+                )
+            continue
+        values, robust_s = evaluate_method(name, *inputs)
+        scored[name] = _add_row(
+            results, per_example, name, entry, values, robust_s, time.perf_counter() - t0, context
         )
-        row = {
-            "images": n,
-            "robust_images": robust_n,
-            "explain_seconds": None if explain_s is None else round(explain_s, 2),
-            "evaluate_seconds": round(time.perf_counter() - t0, 2),
-            "robustness_seconds": round(robust_s, 2),
-            "metrics": {},
-            "curves": {k: v.mean(0).tolist() for k, v in values.items() if k.endswith("_curve")},
-            "cascade": {
-                m: [
-                    float(np.mean(values[f"cascade_{m}_{s}"]))
-                    if f"cascade_{m}_{s}" in values
-                    else float("nan")
-                    for s in results["cascade"]
-                ]
-                for m in ("spearman", "ssim")
-            },
-        }
-        for m in results["columns"]:
-            mean, se, count = summarize(values[m]) if m in values else (float("nan"),) * 2 + (0,)
-            row["metrics"][m] = {"mean": mean, "se": se, "n": count}
-        row["cost"] = None
-        if cost_of is not None and config.cost_images:
-            row["cost"] = method_cost_row(
-                *cost_of, classifier, config.cost_images, explain_config.targets
+    if together:
+        parallel.barrier("mnistxai.evaluate: parts written")
+        if jax.process_index() != 0:
+            parallel.barrier("mnistxai.evaluate: merged")
+            return results
+        for name in entries:
+            values, robust_s, seconds = _merge_parts(parts / name, starts)
+            entry = _entry(name, *context)
+            scored[name] = _add_row(
+                results, per_example, name, entry, values, robust_s, seconds, context
             )
-        results["methods"][name] = row
-        scored[name] = values
-        per_example.update({f"{name}/{k}": v for k, v in values.items()})
     results["concordance"] = add_statistics(results, scored, config)
     write_leaderboard(out, results)
     write_json_atomic(out / "evaluation.json", _json_safe(results))
     save_npz_atomic(out / "per_example.npz", **per_example)
     write_figures(out, results)
+    if together:
+        shutil.rmtree(parts)
+        parallel.barrier("mnistxai.evaluate: merged")
     if progress:
         print(f"wrote {out}/leaderboard.md ({n} images, peak RSS {peak_rss_mb():.0f} MB)")
     return results
+
+
+def _entry(name, run_dir, methods, n, explain_config, classifier, config, first_targets) -> dict:
+    """What scoring ``name`` (a method of the run or a baseline) needs: its maps (None: a
+    baseline's own), targets, explain_fn, options, robustness subset, cost inputs, run summary."""
+    if name not in methods:
+        return {
+            "maps": None,
+            "targets": first_targets,
+            "explain_fn": M.baseline_explain_fn(name),
+            "explain_seconds": None,
+            "robust_n": min(n, robustness_images(config, name)),
+            "cost_of": None,
+            "summary": None,
+        }
+    arrays = load_method(run_dir, name)
+    options = method_options(explain_config, name, classifier)
+    batch = max(1, min(config.robustness_images, config.batch_size, n))
+    timing_file = run_dir / f"{name}.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    summarize_run = registry.get(name).run_summary
+    return {
+        "maps": arrays["attributions"][:n],
+        "targets": arrays["targets"][:n],
+        "explain_fn": method_explain_fn(name, options, classifier, batch),
+        "explain_seconds": timing.get("seconds", 0.0) * n / max(1, timing.get("images", n)),
+        "robust_n": min(n, robustness_images(config, name, options)),
+        "cost_of": (name, options, timing),
+        "summary": None
+        if summarize_run is None
+        else summarize_run({k: v[:n] for k, v in arrays.items()}),
+    }
+
+
+def _add_row(results, per_example, name, entry, values, robust_s, seconds, context) -> dict:
+    """Put ``name``'s leaderboard row into ``results`` and its per-example ``values`` into
+    ``per_example``; returns ``values``."""
+    n, explain_config, classifier, config = context[2], context[3], context[4], context[5]
+    if entry["summary"] is not None:
+        results["summaries"][name] = entry["summary"]
+    explain_s = entry["explain_seconds"]
+    row = {
+        "images": n,
+        "robust_images": entry["robust_n"],
+        "explain_seconds": None if explain_s is None else round(explain_s, 2),
+        "evaluate_seconds": round(seconds, 2),
+        "robustness_seconds": round(robust_s, 2),
+        "metrics": {},
+        "curves": {k: v.mean(0).tolist() for k, v in values.items() if k.endswith("_curve")},
+        "cascade": {
+            m: [
+                float(np.mean(values[f"cascade_{m}_{s}"]))
+                if f"cascade_{m}_{s}" in values
+                else float("nan")
+                for s in results["cascade"]
+            ]
+            for m in ("spearman", "ssim")
+        },
+    }
+    for m in results["columns"]:
+        mean, se, count = summarize(values[m]) if m in values else (float("nan"),) * 2 + (0,)
+        row["metrics"][m] = {"mean": mean, "se": se, "n": count}
+    row["cost"] = None
+    if entry["cost_of"] is not None and config.cost_images:
+        row["cost"] = method_cost_row(
+            *entry["cost_of"], classifier, config.cost_images, explain_config.targets
+        )
+    results["methods"][name] = row
+    per_example.update({f"{name}/{k}": v for k, v in values.items()})
+    return values
+
+
+def _merge_parts(folder: Path, starts: list[int]) -> tuple[dict, float, float]:
+    """(values, robustness seconds, seconds) of one method from the part files its batches were
+    written to by the processes of a run: values concatenated in batch order, as one process
+    makes them; seconds summed over the parts (the processes' work, not the wall time)."""
+    missing = [s for s in starts if not (folder / f"{s:07d}.npz").exists()]
+    if missing:  # a process did not write its share before the barrier: an internal error
+        raise RuntimeError(f"{folder}: no part for the batches starting at {missing}")
+    values: dict = {}
+    robust_s = seconds = 0.0
+    for s in starts:
+        with np.load(folder / f"{s:07d}.npz") as part:
+            seconds += float(part["__seconds__"])
+            robust_s += float(part["__robust_seconds__"])
+            for k in part.files:
+                if not k.startswith("__"):
+                    values.setdefault(k, []).append(part[k])
+    return {k: np.concatenate(v) for k, v in values.items()}, robust_s, seconds
 
 
 INT_FLAGS = (
@@ -901,6 +982,7 @@ def build_parser() -> ArgumentParser:
         "an image without one): adds the localisation metrics",
     )
     ap.add_argument("--no-progress", action="store_true")
+    parallel.add_process_flags(ap)
     return ap
 
 
@@ -918,6 +1000,7 @@ def parse_metrics(text: Optional[str]) -> tuple[str, ...]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    parallel.initialize_from_args(args)
     config = EvalConfig(
         **{name: getattr(args, name) for name in INT_FLAGS},
         metrics=parse_metrics(args.metrics),

@@ -404,6 +404,7 @@ def merge_method(name, n, config, out, classifier, companions) -> dict:
         if rate is None
         else round(max(0.0, cold - cold_batches * b / rate), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_device_mb": parallel.peak_device_memory_mb(),  # None on CPU
         "dtype": str(merged["attributions"].dtype),
         "batch_size": b,
         "device": str(jax.local_devices()[0]),
@@ -648,22 +649,8 @@ def build_parser() -> ArgumentParser:
     )
     ap.add_argument("--data-dir", default=defaults.data_dir, help="IDX folder")
     ap.add_argument("--no-progress", action="store_true")
-    add_process_flags(ap)
+    parallel.add_process_flags(ap)
     return ap
-
-
-def add_process_flags(ap) -> None:
-    """The flags of a run of several processes (``mnistxai.parallel.initialize``)."""
-    group = ap.add_argument_group("several processes or hosts (jax.distributed)")
-    group.add_argument(
-        "--coordinator", default=None, help="HOST:PORT of process 0 ($JAX_COORDINATOR_ADDRESS)"
-    )
-    group.add_argument(
-        "--num-processes", type=int, default=None, help="($MNISTXAI_NUM_PROCESSES; default 1)"
-    )
-    group.add_argument(
-        "--process-id", type=int, default=None, help="0..N-1 ($MNISTXAI_PROCESS_ID; default 0)"
-    )
 
 
 def config_from_args(args) -> ExplainConfig:
@@ -684,7 +671,7 @@ def config_from_args(args) -> ExplainConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    parallel.initialize_from_args(args)
     config = config_from_args(args)
     explain_run(config, args.out, progress=not args.no_progress)
     print(f"wrote {args.out} (peak RSS {peak_rss_mb():.0f} MB)")

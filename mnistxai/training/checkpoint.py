@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mnistxai import parallel
 from mnistxai.models.classifier import Classifier
 from mnistxai.models.gan import Generator, GeneratorModel
 from mnistxai.models.latent_prior import GaussianMixture
@@ -42,12 +43,20 @@ def _manager(directory: Path, create: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1, create=create, enable_async_checkpointing=False
     )
-    return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
+    return ocp.CheckpointManager(
+        directory.absolute(),
+        options=options,
+        item_names=ITEMS,
+        item_handlers={"state": ocp.StandardCheckpointHandler()},  # its metadata: restore
+    )
 
 
 def save(directory: str | Path, step: int, state: Any, config: dict, metrics: dict) -> None:
     """Atomically write ``state`` (a pytree of arrays), ``config`` and ``metrics`` as ``step``."""
-    if latest_step(directory) == step:
+    saved = latest_step(directory) == step
+    # the processes of a run save together: each looks before any of them creates the folder
+    parallel.barrier(f"mnistxai checkpoint {Path(directory).name} {step}")
+    if saved:
         # training is deterministic, so a checkpoint of this step already holds this state (a run
         # resumed after being stopped between the epoch's two saves writes the same step again)
         return
@@ -76,17 +85,23 @@ def restore(directory: str | Path, template: Any = None) -> tuple[Any, dict, dic
     """``(state, config, metrics)`` of the newest step in ``directory``.
 
     With ``template`` (a pytree of arrays of the right structure, shapes and dtypes) the state is
-    restored into that structure; without it, as nested dicts of arrays.
+    restored into that structure and its shardings; without it, as nested dicts of arrays on this
+    process's first device, whatever devices and processes saved it (orbax would otherwise ask
+    for the saving run's topology).
     """
     directory = Path(directory)
     step = latest_step(directory)
     if step is None:
         raise CheckpointError(f"no checkpoint in {directory}")
-    state_args = (
-        ocp.args.StandardRestore(template) if template is not None else ocp.args.StandardRestore()
-    )
     try:
         with _manager(directory, create=False) as manager:
+            if template is None:
+                local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+                saved = manager.item_metadata(step)["state"].tree
+                template = jax.tree.map(
+                    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=local), saved
+                )
+            state_args = ocp.args.StandardRestore(template)
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(

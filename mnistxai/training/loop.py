@@ -138,7 +138,8 @@ def fit(
     if not resume:
         config.validate()  # before touching the folder
     workdir = writable_dir(workdir, "--workdir")
-    with exclusive(workdir, "--workdir"):  # one trainer per folder
+    index = jax.process_index()  # one trainer per folder (each process of a run its own lock)
+    with exclusive(workdir, "--workdir", ".lock" if index == 0 else f".lock.{index}"):
         with DeferredInterrupt("saving a checkpoint at the next step") as interrupt:
             return _fit(model_name, config, build, workdir, resume, max_steps, progress, interrupt)
 
@@ -171,15 +172,17 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
     batch_size = min(config.batch_size, len(train_images))
     steps_per_epoch = len(train_images) // batch_size
     task = build(config, steps_per_epoch, test)
-    state = task.state
-    if resume:
-        state = checkpoint.restore(latest_dir, template=state)[0]
-    # data parallel: each step's batch split over the local devices, the state replicated; the
-    # jitted step is the same program (GSPMD), so its mean loss, gradients and BatchNorm
-    # statistics are those of the whole batch, as on one device
+    # data parallel: each step's batch split over the local devices (several processes: over
+    # all their devices, each process placing its rows), the state replicated; the jitted step
+    # is the same program (GSPMD), so its mean loss, gradients and BatchNorm statistics are
+    # those of the whole batch, as on one device. Every process evaluates the test set on its
+    # own copy of the state; process 0 writes the history and figures; all save the checkpoints
+    # together (orbax: each array written once, by the processes that hold it).
     mesh = parallel.training_mesh(batch_size)
-    if mesh is not None:
-        state = parallel.replicate(state, mesh)
+    state = task.state if mesh is None else parallel.replicate(task.state, mesh)
+    if resume:  # into the replicated template: restored with its sharding
+        state = checkpoint.restore(latest_dir, template=state)[0]
+    writer = jax.process_index() == 0
     saved_config = {
         "model": model_name,
         "model_kwargs": task.model_kwargs,
@@ -195,7 +198,8 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
     if progress:
         print(
             f"JAX {jax.__version__} backend={jax.default_backend()} devices={jax.devices()}; "
-            f"each batch split over {1 if mesh is None else mesh.devices.size} device(s)"
+            f"each batch split over {1 if mesh is None else mesh.devices.size} device(s) of "
+            f"{jax.process_count()} process(es)"
         )
         print(
             f"{task.summary}; {len(train_images):,} train / {len(test[0]):,} test images of "
@@ -215,7 +219,7 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
             dynamic_ncols=True,
         )
         for i in bar:
-            if interrupt.requested or (max_steps is not None and step >= max_steps):
+            if stop_requested(interrupt, i) or (max_steps is not None and step >= max_steps):
                 bar.close()
                 if checkpoint.latest_step(latest_dir) != step:
                     elapsed = before + time.perf_counter() - start
@@ -241,7 +245,7 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
             "epoch": epoch + 1,
             "step": step,
             **{f"train_{k}": float(v) / max(seen, 1) for k, v in totals.items()},
-            **task.evaluate(state),
+            **task.evaluate(parallel.local_copy(state)),
         }
         metrics["epoch_seconds"] = before + time.perf_counter() - start
         metrics["images_per_second"] = seen / max(train_seconds, 1e-9)
@@ -258,12 +262,32 @@ def _fit(model_name, config, build, workdir, resume, max_steps, progress, interr
             best_score = task.score(metrics)
             save(best_dir, metrics)
         save(latest_dir, metrics)
-        write_outputs(workdir, history, task.plot)
-        if task.write_figures:
-            task.write_figures(workdir, state)
-    if interrupt.requested:  # during the last epoch's evaluation or saves: all of it is saved
+        if writer:
+            write_outputs(workdir, history, task.plot)
+            if task.write_figures:
+                task.write_figures(workdir, parallel.local_copy(state))
+    # interrupted during the last epoch's evaluation or saves: all of it is saved
+    if stop_requested(interrupt, 0):
         raise TrainingInterrupted(f"stopped at step {step}, the end of training: nothing is left")
     return history
+
+
+# in a run of several processes, how often (in steps) they agree whether one was interrupted
+AGREE_EVERY = 10
+
+
+def stop_requested(interrupt: DeferredInterrupt, i: int) -> bool:
+    """Whether to stop before step ``i`` of the epoch. Processes of one run stop together, so
+    that all save the same step: every ``AGREE_EVERY`` steps they share whether any of them
+    was interrupted (a host-side all-gather, not each step: it waits for the devices)."""
+    if jax.process_count() == 1:
+        return interrupt.requested
+    if i % AGREE_EVERY:
+        return False
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray(interrupt.requested, np.int32))
+    return bool(np.any(flags))
 
 
 def _partial(totals: dict, seen: int, seconds: float) -> dict:
