@@ -31,7 +31,6 @@ from mnistxai.models.cnn import CNN
 from mnistxai.models.vae import VAE, VAEModel
 from mnistxai.util.errors import InputError
 
-ITEMS = ("state", "config", "metrics")
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
 
 
@@ -43,12 +42,12 @@ def _manager(directory: Path, create: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1, create=create, enable_async_checkpointing=False
     )
-    return ocp.CheckpointManager(
-        directory.absolute(),
-        options=options,
-        item_names=ITEMS,
-        item_handlers={"state": ocp.StandardCheckpointHandler()},  # its metadata: restore
-    )
+    handlers = {  # each item's handler named, so that restore can read the state's metadata
+        "state": ocp.StandardCheckpointHandler(),
+        "config": ocp.JsonCheckpointHandler(),
+        "metrics": ocp.JsonCheckpointHandler(),
+    }
+    return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=handlers)
 
 
 def save(directory: str | Path, step: int, state: Any, config: dict, metrics: dict) -> None:
