@@ -1,0 +1,294 @@
+"""What the explorer computes, with no web in it: a digit in, its prediction and maps out.
+
+An ``Explorer`` holds a classifier and (optionally) the test set with its predictions; every
+result is a plain dict of JSON types, so the server only moves it. Methods compile once per
+method, options and shape; ``warm_up`` does that for the defaults before the first request.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+
+from mnistxai import xai
+from mnistxai.models.classifier import predict
+from mnistxai.util.errors import InputError
+from mnistxai.xai import explain
+
+# what the page shows at first (DeepLIFT is the sixth: all registered methods can be chosen)
+DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam", "occlusion", "lrp", "deeplift")
+# the controls the page offers, with their defaults (each is a method option of the registry)
+CONTROLS = {
+    "integrated_gradients": {"steps": 50, "rule": "gauss_legendre"},
+    "smoothgrad": {"samples": 50, "noise": 0.15},
+    "occlusion": {"window": 4},
+    "gradcam": {"layer": "block3"},
+}
+# limits of the controls: a request beyond them is refused (a teacher's laptop stays responsive)
+LIMITS = {"steps": (2, 512), "samples": (1, 256), "noise": (0.0, 1.0), "window": (1, 14)}
+# the methods whose map of "logit a - logit b" answers "why a and not b"
+CONTRAST_METHOD = "integrated_gradients"
+MAX_UPLOAD_BYTES = 5 * 2**20
+MAX_METHODS = 12
+
+
+def signed(method: str, options: dict) -> bool:
+    """Whether ``method``'s maps have a meaningful sign (drawn diverging around 0)."""
+    if method in ("saliency", "smoothgrad"):
+        return bool(options.get("signed", False))
+    unsigned = ("gradcam", "gradcam_pp", "layercam", "hirescam", "xgradcam", "scorecam", "rise")
+    return method not in unsigned and method not in ("eigencam", "eigengradcam", "ablationcam")
+
+
+def method_options(method: str, controls: dict) -> dict:
+    """The registry options of ``method`` from the page's ``controls`` ({method: {name: value}}),
+    checked against ``LIMITS``."""
+    given = dict(controls.get(method, {}))
+    unknown = set(given) - set(CONTROLS.get(method, {}))
+    if unknown:
+        raise InputError(f"{method}: no control {', '.join(sorted(unknown))}")
+    options = {**CONTROLS.get(method, {}), **given}
+    for name, value in options.items():
+        if name in LIMITS:
+            lo, hi = LIMITS[name]
+            if (
+                not isinstance(value, (int, float))
+                or not np.isfinite(value)
+                or not lo <= value <= hi
+            ):
+                raise InputError(f"{method} {name} must be a number in [{lo}, {hi}], got {value!r}")
+    if method == "occlusion":
+        w = int(options.pop("window"))
+        options.update(window=(w, w), stride=(max(1, w // 2),) * 2)
+    if method == "integrated_gradients":
+        options["steps"] = int(options["steps"])
+    if method == "smoothgrad":
+        options["samples"] = int(options["samples"])
+    return options
+
+
+def image_from_bytes(blob: bytes, light_background: Optional[bool] = None) -> np.ndarray:
+    """An encoded picture (PNG, JPEG, ...) -> float32 (28, 28) in [0, 1], MNIST's convention."""
+    from PIL import Image, UnidentifiedImageError
+
+    from mnistxai.report.demo import MAX_IMAGE_PIXELS, to_mnist_convention
+
+    if len(blob) > MAX_UPLOAD_BYTES:
+        raise InputError(f"the file is {len(blob) / 2**20:.1f} MB; at most 5 MB are read")
+    try:
+        img = Image.open(io.BytesIO(blob))
+        if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+            raise InputError(f"the image is {img.size[0]}x{img.size[1]}; at most 4096x4096")
+        img.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
+        raise InputError(
+            "that file is not an image this explorer can read (PNG, JPEG, ...)"
+        ) from None
+    if img.mode in ("RGBA", "LA", "P"):  # transparent pixels are paper
+        img = img.convert("RGBA")
+        if light_background is False:  # the canvas: transparent is the black background
+            paper = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        else:
+            paper = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(paper, img)
+    grey = np.asarray(img.convert("L"), np.float32) / 255.0
+    return to_mnist_convention(grey, light_background)
+
+
+class Explorer:
+    """A classifier and, when given, test digits (uint8 (N, 28, 28), labels) to pick from."""
+
+    def __init__(self, classifier, images=None, labels=None):
+        self.classifier = classifier
+        self.images, self.labels = images, labels
+        self.predictions = None
+        self._lock = threading.Lock()  # one explanation at a time: they share the CPU anyway
+        self.progress = {"done": 0, "total": 0, "current": "", "ready": False}
+
+    # ---- start-up ---------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Compile the default methods (and the contrast) for one 28x28 digit and predict the
+        test digits; ``progress`` says how far it got (the page shows it)."""
+        x = np.zeros((28, 28), np.float32)
+        x[6:22, 12:16] = 1.0  # a "1": any digit compiles the same program
+        steps = [(m, None) for m in DEFAULT_METHODS] + [("contrast", None)]
+        if self.images is not None:
+            steps.append(("test digits", None))
+        self.progress.update(total=len(steps))
+        for name, _ in steps:
+            self.progress["current"] = name
+            if name == "test digits":
+                self.predictions = predict(self.classifier, _model_input(self.images))[0]
+            elif name == "contrast":
+                self._contrast(_model_input(x[None]), 1, 7, {})
+            else:
+                self.explain(x, [name], None, {})
+            self.progress["done"] += 1
+        self.progress.update(ready=True, current="")
+
+    # ---- digits to pick -----------------------------------------------------------------------
+
+    def digit(self, index: int) -> dict:
+        """Test digit ``index``: its pixels, label and the model's prediction."""
+        if self.images is None:
+            raise InputError("no test digits were loaded (start the app with --data-dir)")
+        if not 0 <= index < len(self.images):
+            raise InputError(f"index must be in 0..{len(self.images) - 1}, got {index}")
+        out = {
+            "index": index,
+            "label": int(self.labels[index]),
+            "pixels": _pixels(self.images[index] / 255.0),
+        }
+        if self.predictions is not None:
+            out["predicted"] = int(self.predictions[index])
+        return out
+
+    def choices(self, kind: str, value: Optional[int] = None, limit: int = 40) -> dict:
+        """Indices of test digits: ``kind`` "class" (label ``value``), "misclassified", or
+        "confused" (the pair ``value`` of ``confused_pairs``, true -> predicted)."""
+        if self.images is None:
+            raise InputError("no test digits were loaded (start the app with --data-dir)")
+        if kind == "class":
+            if value is None or not 0 <= value <= 9:
+                raise InputError(f"class must be 0..9, got {value}")
+            return {"indices": np.flatnonzero(self.labels == value)[:limit].tolist()}
+        if self.predictions is None:
+            raise InputError("the test digits are still being predicted: try again in a moment")
+        wrong = self.predictions != self.labels
+        if kind == "misclassified":
+            return {"indices": np.flatnonzero(wrong)[:limit].tolist()}
+        if kind == "confused":
+            pairs = self.confused_pairs()
+            if value is None or not 0 <= value < len(pairs):
+                raise InputError(f"pair must be in 0..{len(pairs) - 1}, got {value}")
+            true, pred, _ = pairs[value]
+            hit = wrong & (self.labels == true) & (self.predictions == pred)
+            return {"indices": np.flatnonzero(hit)[:limit].tolist()}
+        raise InputError(f"unknown kind {kind!r}: class, misclassified or confused")
+
+    def confused_pairs(self, n: int = 6) -> list:
+        """The ``n`` most frequent (true, predicted, count) mistakes on the test digits."""
+        if self.predictions is None:
+            return []
+        cm = np.zeros((10, 10), np.int64)
+        np.add.at(cm, (self.labels, self.predictions), 1)
+        np.fill_diagonal(cm, 0)
+        order = np.argsort(cm, axis=None)[::-1][:n]
+        return [(int(i // 10), int(i % 10), int(cm.flat[i])) for i in order if cm.flat[i] > 0]
+
+    # ---- explanations -------------------------------------------------------------------------
+
+    def explain(self, image, methods, target: Optional[int], controls: dict) -> dict:
+        """Prediction and maps of one digit.
+
+        Args:
+          image: float (28, 28) in [0, 1] (MNIST's convention: white ink on black).
+          methods: registered method names (at most ``MAX_METHODS``).
+          target: the class to explain, or None for the predicted one.
+          controls: {method: {option: value}} for the options of ``CONTROLS``.
+
+        Returns:
+          {"pixels", "top3": [[class, probability]], "target", "runner_up", "maps": {method:
+          {"values" (784 floats), "signed", "seconds"}}, "contrast": the contrastive map of
+          target against runner-up, "ig_delta": IG's convergence delta |sum - (F(x) - F(0))|
+          relative to |F(x) - F(0)| (when IG was asked for), "seconds"}.
+        """
+        x = _check_image(image)
+        methods = list(methods)
+        if not methods or len(methods) > MAX_METHODS:
+            raise InputError(f"choose 1 to {MAX_METHODS} methods, got {len(methods)}")
+        for m in methods:
+            if m not in xai.METHODS:
+                raise InputError(f"unknown method {m!r}")
+        if target is not None and not (isinstance(target, int) and 0 <= target <= 9):
+            raise InputError(f"target must be a class 0..9 or none, got {target!r}")
+        options = {m: method_options(m, controls) for m in methods}
+        contrast_options = method_options(CONTRAST_METHOD, controls)
+        batch = _model_input(x[None])
+        with self._lock:
+            start = time.perf_counter()
+            probs = np.asarray(_probabilities(self.classifier, batch))[0]
+            order = [int(c) for c in np.argsort(probs)[::-1]]
+            target = order[0] if target is None else target
+            runner_up = next(c for c in order if c != target)
+            maps, ig_delta = {}, None
+            for m in methods:
+                t0 = time.perf_counter()
+                result = explain(m, self.classifier, batch, np.asarray([target]), **options[m])
+                values = np.asarray(result.attributions, np.float32)[0]
+                maps[m] = {
+                    "values": _rounded(values),
+                    "signed": signed(m, options[m]),
+                    "seconds": round(time.perf_counter() - t0, 4),
+                }
+                if m == "integrated_gradients":
+                    ig_delta = self._relative_delta(batch, target, result)
+            contrast = self._contrast(batch, target, runner_up, contrast_options)
+            seconds = time.perf_counter() - start
+        return {
+            "pixels": _pixels(x),
+            "top3": [[c, round(float(probs[c]), 4)] for c in order[:3]],
+            "target": target,
+            "runner_up": runner_up,
+            "maps": maps,
+            "contrast": {"method": CONTRAST_METHOD, "values": _rounded(contrast), "signed": True},
+            "ig_delta": ig_delta,
+            "seconds": round(seconds, 4),
+        }
+
+    def _contrast(self, batch, first: int, second: int, options: dict) -> np.ndarray:
+        options = options or method_options(CONTRAST_METHOD, {})
+        result = explain(
+            CONTRAST_METHOD, self.classifier, batch, xai.Contrast(first, second), **options
+        )
+        return np.asarray(result.attributions, np.float32)[0]
+
+    def _relative_delta(self, batch, target: int, result) -> Optional[float]:
+        delta = result.extras.get("convergence_delta")
+        if delta is None:
+            return None
+        logits = np.asarray(_logits(self.classifier, batch))[0, target]
+        black = np.asarray(_logits(self.classifier, jax.numpy.zeros_like(batch)))[0, target]
+        gap = abs(float(logits - black))
+        return round(abs(float(np.asarray(delta)[0])) / max(gap, 1e-12), 6)
+
+
+_probabilities = jax.jit(lambda classifier, x: classifier.probabilities(x))
+_logits = jax.jit(lambda classifier, x: classifier.logits(x))
+
+
+def _check_image(image) -> np.ndarray:
+    x = np.asarray(image, np.float32)
+    if x.shape == (784,):
+        x = x.reshape(28, 28)
+    if x.shape != (28, 28):
+        raise InputError(f"a digit is 28x28 pixels, got shape {x.shape}")
+    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise InputError("pixels must be finite numbers in [0, 1]")
+    if x.max() <= 0:
+        raise InputError("the digit is blank: draw one first")
+    return x
+
+
+def _model_input(images) -> jax.Array:
+    from mnistxai import data
+
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return data.to_model_input(images)
+    return jax.numpy.asarray(images[..., None], jax.numpy.float32)
+
+
+def _pixels(x) -> list:
+    return [round(float(v), 4) for v in np.asarray(x, np.float32).reshape(-1)]
+
+
+def _rounded(values: np.ndarray) -> list:
+    """A map as 784 floats with 4 significant digits (what a colormap can show)."""
+    return [float(f"{v:.4g}") for v in np.asarray(values, np.float32).reshape(-1)]
