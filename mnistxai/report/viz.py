@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # scripts write files; nothing here needs a screen
+if "ipykernel" not in sys.modules:  # scripts write files and need no screen; a notebook keeps
+    matplotlib.use("Agg")  # its inline backend, so that its figures show
 import matplotlib.pyplot as plt  # noqa: E402
 
 
