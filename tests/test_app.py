@@ -29,10 +29,14 @@ def classifier(trained_run):
 
 
 @pytest.fixture(scope="module")
-def explorer(classifier, mnist_dir):
+def explorer(classifier, mnist_dir, vae_run, generator_run):
+    from mnistxai.training.checkpoint import load_generator, load_vae
+
     images, labels = data.load("mnist", "test", mnist_dir)
-    ex = Explorer(classifier, images[:500], labels[:500])
+    vae, generator = load_vae(vae_run[0]), load_generator(generator_run[0])
+    ex = Explorer(classifier, images[:500], labels[:500], vae, generator)
     ex.warm_up()
+    assert ex.progress["ready"] and ex.progress["done"] == ex.progress["total"] == 11
     return ex
 
 
@@ -98,6 +102,41 @@ def test_picking_digits_by_class_mistake_and_confused_pair(explorer):
     assert explorer.digit(5)["label"] == int(explorer.labels[5])
 
 
+def test_the_walk_goes_to_the_nearest_digit_of_the_runner_up_class(explorer):
+    image = explorer.images[11] / 255.0
+    shown = explorer.explain(image, ["saliency"], None, {})
+    walk = explorer.walk(image, None)
+    assert (walk["from"], walk["to"]) == (shown["target"], shown["runner_up"])
+    assert explorer.labels[walk["nearest"]] == walk["to"]
+    x = data.to_model_input(explorer.images[11:12])
+    code = np.asarray(explorer.vae.encode(x)[0])[0]
+    others = np.flatnonzero(explorer.labels == walk["to"])
+    distances = ((explorer.codes[others] - code) ** 2).sum(1)
+    assert walk["nearest"] == others[np.argmin(distances)]  # brute force agrees
+    assert len(walk["steps"]) == len(walk["ts"]) == len(walk["p_from"]) == 9
+    assert walk["ts"][0] == 0 and walk["ts"][-1] == 1
+    # the strip's probabilities are the CNN's on the decoded images
+    decoded = np.asarray(walk["steps"], np.float32).reshape(9, 28, 28, 1)
+    p = np.asarray(explorer.classifier.probabilities(decoded))
+    np.testing.assert_allclose(p[:, walk["from"]], walk["p_from"], atol=2e-4)
+    if walk["flipped"]:
+        assert 0 < walk["t_flip"] <= 1
+    else:
+        assert walk["t_flip"] is None
+
+
+def test_dgn_am_makes_a_generator_image_the_same_for_the_same_start(explorer):
+    first, again = explorer.dgn_am(3, 0), explorer.dgn_am(3, 0)
+    assert first["pixels"] == again["pixels"]
+    pixels = np.asarray(first["pixels"])
+    assert pixels.shape == (784,) and pixels.min() >= 0 and pixels.max() <= 1 and pixels.std() > 0
+    p = np.asarray(explorer.classifier.probabilities(pixels.reshape(1, 28, 28, 1)))[0]
+    assert first["predicted"] == int(p.argmax())
+    assert explorer.dgn_am(3, 1)["pixels"] != first["pixels"]
+    with pytest.raises(InputError, match="class must be"):
+        explorer.dgn_am(12)
+
+
 @pytest.mark.parametrize(
     "image, methods, target, controls, message",
     [
@@ -155,9 +194,10 @@ def _chromium():
 
 
 @pytest.fixture(scope="module")
-def server(trained_run, mnist_dir):
+def server(trained_run, vae_run, generator_run, mnist_dir):
     """``python -m mnistxai.app`` on a free port; its base URL once warmed up."""
     cmd = [sys.executable, "-m", "mnistxai.app", "--checkpoint", str(trained_run[0])]
+    cmd += ["--vae", str(vae_run[0]), "--generator", str(generator_run[0])]
     cmd += ["--data-dir", str(mnist_dir), "--port", "0"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -246,6 +286,12 @@ def test_the_page_draws_explains_switches_methods_and_reports_a_bad_upload(serve
         assert first.get_attribute("data-method") == DEFAULT_METHODS[1]
         after = np.asarray(page.evaluate(view)).reshape(28, 28, 4)
         assert np.abs(after.astype(int) - before.astype(int)).sum() > 0
+        # the VAE's walk to the runner-up class (9 decoded steps) and DGN-AM for the class
+        page.wait_for_function("Number(document.body.dataset.walks || 0) >= 1", timeout=120_000)
+        assert page.locator("#walk canvas").count() == 9
+        page.click("#am-go")
+        page.wait_for_selector("#am canvas", timeout=120_000)
+        assert "the CNN says" in page.inner_text("#am")
         page.set_input_files(
             "#upload", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"notes"}]
         )

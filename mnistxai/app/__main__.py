@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from pathlib import Path
 import threading
 
 from mnistxai.util.cli import ArgumentParser, run_main
@@ -20,6 +21,14 @@ def build_parser() -> ArgumentParser:
         "--data-dir",
         default=None,
         help="IDX folder for the test digits to pick ($MNISTXAI_DATA_DIR)",
+    )
+    ap.add_argument(
+        "--vae", default=None, help="a VAE work dir for latent walks (default: runs/vae if present)"
+    )
+    ap.add_argument(
+        "--generator",
+        default=None,
+        help="a generator work dir for DGN-AM (default: runs/generator if present)",
     )
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine)")
     ap.add_argument("--port", type=int, default=8765, help="port (8765; 0: any free one)")
@@ -44,6 +53,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _optional(given, default: str, load):
+    """A model from ``given`` (an error when it cannot be loaded), else from ``default`` when that
+    folder exists, else None."""
+    if given is not None:
+        return load(given)
+    return load(default) if Path(default).is_dir() else None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     sock = bind(args.host, args.port)
@@ -52,15 +69,17 @@ def main(argv=None) -> int:
     from mnistxai import data
     from mnistxai.app.explorer import Explorer
     from mnistxai.app.server import create_app
-    from mnistxai.training.checkpoint import load_classifier
+    from mnistxai.training.checkpoint import load_classifier, load_generator, load_vae
 
     classifier = load_classifier(args.checkpoint)
+    vae = _optional(args.vae, "runs/vae", load_vae)
+    generator = _optional(args.generator, "runs/generator", load_generator)
     try:
         images, labels = data.load("mnist", "test", args.data_dir)
     except InputError as e:  # drawing and uploads still work
         print(f"no test digits to pick ({e})", file=sys.stderr)
         images = labels = None
-    explorer = Explorer(classifier, images, labels)
+    explorer = Explorer(classifier, images, labels, vae, generator)
     threading.Thread(target=explorer.warm_up, name="warm-up", daemon=True).start()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -35,6 +35,8 @@ LIMITS = {"steps": (2, 512), "samples": (1, 256), "noise": (0.0, 1.0), "window":
 CONTRAST_METHOD = "integrated_gradients"
 MAX_UPLOAD_BYTES = 5 * 2**20
 MAX_METHODS = 12
+WALK_STEPS = 9  # decoded points of a latent walk, both ends included
+DGN_AM = {"starts": 2, "steps": 150}  # the generator's activation maximization per request
 
 
 def signed(method: str, options: dict) -> bool:
@@ -101,12 +103,15 @@ def image_from_bytes(blob: bytes, light_background: Optional[bool] = None) -> np
 
 
 class Explorer:
-    """A classifier and, when given, test digits (uint8 (N, 28, 28), labels) to pick from."""
+    """A classifier and, when given, test digits (uint8 (N, 28, 28), labels) to pick from, a VAE
+    (``VAEModel``: latent walks) and a generator (``GeneratorModel``: DGN-AM)."""
 
-    def __init__(self, classifier, images=None, labels=None):
+    def __init__(self, classifier, images=None, labels=None, vae=None, generator=None):
         self.classifier = classifier
         self.images, self.labels = images, labels
+        self.vae, self.generator = vae, generator
         self.predictions = None
+        self.codes = None  # the VAE's code means of the test digits (the walk's nearest end)
         self._lock = threading.Lock()  # one explanation at a time: they share the CPU anyway
         self.progress = {"done": 0, "total": 0, "current": "", "ready": False}
 
@@ -117,14 +122,29 @@ class Explorer:
         test digits; ``progress`` says how far it got (the page shows it)."""
         x = np.zeros((28, 28), np.float32)
         x[6:22, 12:16] = 1.0  # a "1": any digit compiles the same program
-        steps = [(m, None) for m in DEFAULT_METHODS] + [("contrast", None)]
+        steps = list(DEFAULT_METHODS) + ["contrast"]
         if self.images is not None:
-            steps.append(("test digits", None))
+            steps.append("test digits")
+            if self.vae is not None:
+                steps += ["latent codes", "latent walk"]
+        if self.generator is not None:
+            steps.append("DGN-AM")
         self.progress.update(total=len(steps))
-        for name, _ in steps:
+        for name in steps:
             self.progress["current"] = name
             if name == "test digits":
                 self.predictions = predict(self.classifier, _model_input(self.images))[0]
+            elif name == "latent codes":
+                self.codes = np.concatenate(
+                    [
+                        np.asarray(_encode(self.vae, _model_input(self.images[s : s + 1000])))
+                        for s in range(0, len(self.images), 1000)
+                    ]
+                )
+            elif name == "latent walk":
+                self.walk(x, None)
+            elif name == "DGN-AM":
+                self.dgn_am(1, 0)
             elif name == "contrast":
                 self._contrast(_model_input(x[None]), 1, 7, {})
             else:
@@ -242,6 +262,83 @@ class Explorer:
             "seconds": round(seconds, 4),
         }
 
+    def walk(self, image, target: Optional[int]) -> dict:
+        """The VAE latent walk from ``image`` to the nearest test digit (by code mean) of the
+        runner-up class, with the CNN's decision flip (``latent_walk.walk``, linear path).
+
+        Returns {"from", "to": classes, "nearest": its test index, "steps": WALK_STEPS decoded
+        images (784 floats each), "ts", "p_from", "p_to": the CNN's probabilities of the two
+        classes at each step, "flipped", "t_flip": the flip's position in [0, 1] or None,
+        "seconds"}.
+        """
+        from mnistxai.xai.synthesis import latent_walk as lw
+
+        if self.vae is None or self.codes is None:
+            raise InputError("no VAE, or its codes of the test digits are not ready yet")
+        x = _check_image(image)
+        if target is not None and not (isinstance(target, int) and 0 <= target <= 9):
+            raise InputError(f"target must be a class 0..9 or none, got {target!r}")
+        batch = _model_input(x[None])
+        with self._lock:
+            start = time.perf_counter()
+            probs = np.asarray(_probabilities(self.classifier, batch))[0]
+            order = [int(c) for c in np.argsort(probs)[::-1]]
+            first = order[0] if target is None else target
+            second = next(c for c in order if c != first)
+            candidates = np.flatnonzero(self.labels == second)
+            code = np.asarray(_encode(self.vae, batch))[0]
+            nearest = int(candidates[np.argmin(((self.codes[candidates] - code) ** 2).sum(1))])
+            end = _model_input(self.images[nearest : nearest + 1])
+            w = lw.walk(self.vae, self.classifier, batch, end, steps=WALK_STEPS)
+            flipped = bool(np.asarray(w.flipped)[0])
+            cnn = np.asarray(w.cnn_probs)[0]
+            return {
+                "from": first,
+                "to": second,
+                "nearest": nearest,
+                "steps": [_pixels(im) for im in np.asarray(w.images)[0]],
+                "ts": [round(float(t), 4) for t in np.asarray(w.ts)],
+                "p_from": [round(float(p), 4) for p in cnn[:, first]],
+                "p_to": [round(float(p), 4) for p in cnn[:, second]],
+                "flipped": flipped,
+                "t_flip": round(float(np.asarray(w.t_lo + w.t_hi)[0]) / 2, 4) if flipped else None,
+                "seconds": round(time.perf_counter() - start, 4),
+            }
+
+    def dgn_am(self, target: int, seed: int = 0) -> dict:
+        """DGN-AM (Nguyen et al. 2016) for class ``target``: the generator's code optimized to
+        maximize the class logit (``activation_max.maximize``, ``DGN_AM`` starts and steps, key
+        ``seed``); the best start's image and the CNN's view of it."""
+        from mnistxai.xai.synthesis import activation_max as am
+
+        if self.generator is None:
+            raise InputError("no generator was loaded (start the app with --generator)")
+        if not (isinstance(target, int) and 0 <= target <= 9):
+            raise InputError(f"class must be 0..9, got {target!r}")
+        if not (isinstance(seed, int) and 0 <= seed < 2**31):
+            raise InputError(f"seed must be a non-negative integer, got {seed!r}")
+        with self._lock:
+            start = time.perf_counter()
+            result = am.maximize(
+                self.classifier,
+                "logit",
+                [target],
+                key=jax.random.key(seed),
+                parameterization="generator",
+                decoder=self.generator,
+                **DGN_AM,
+            )
+            best = int(np.asarray(result.final)[0].argmax())
+            image = np.asarray(result.images)[0, best, ..., 0]
+            probs = np.asarray(_probabilities(self.classifier, _model_input(image[None])))[0]
+            return {
+                "class": target,
+                "pixels": _pixels(image),
+                "probability": round(float(probs[target]), 4),
+                "predicted": int(probs.argmax()),
+                "seconds": round(time.perf_counter() - start, 4),
+            }
+
     def _contrast(self, batch, first: int, second: int, options: dict) -> np.ndarray:
         options = options or method_options(CONTRAST_METHOD, {})
         result = explain(
@@ -261,6 +358,7 @@ class Explorer:
 
 _probabilities = jax.jit(lambda classifier, x: classifier.probabilities(x))
 _logits = jax.jit(lambda classifier, x: classifier.logits(x))
+_encode = jax.jit(lambda vae, x: vae.encode(x)[0])
 
 
 def _check_image(image) -> np.ndarray:

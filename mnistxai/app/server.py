@@ -9,6 +9,8 @@ Routes (JSON unless said otherwise; a bad request gets ``{"error": one line}`` a
     POST /api/explain          {"pixels": 784 numbers | "drawing": a PNG data URL, "methods": [...],
                                 "target": null | 0..9, "controls": {method: {option: value}}}
     POST /api/upload           the raw bytes of a picture -> {"pixels"} (as ``--image`` converts)
+    POST /api/walk             {"pixels" | "drawing", "target"}: the latent walk to the runner-up
+    POST /api/dgn_am           {"class": 0..9, "seed": N}: the generator's image of the class
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ def create_app(explorer: Explorer) -> Starlette:
             "defaults": list(DEFAULT_METHODS),
             "controls": CONTROLS,
             "digits": 0 if explorer.images is None else len(explorer.images),
+            "vae": explorer.vae is not None and explorer.images is not None,
+            "generator": explorer.generator is not None,
             "confused": explorer.confused_pairs(),
         }
 
@@ -78,12 +82,7 @@ def create_app(explorer: Explorer) -> Starlette:
 
     async def explain(request: Request):
         body = await _json(request)
-        if "drawing" in body:
-            image = _drawing(body["drawing"])
-        elif "pixels" in body:
-            image = body["pixels"]
-        else:
-            raise InputError("send the digit as pixels or as a drawing")
+        image = _image(body)
         methods = body.get("methods", list(DEFAULT_METHODS))
         if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
             raise InputError("methods must be a list of method names")
@@ -94,6 +93,15 @@ def create_app(explorer: Explorer) -> Starlette:
             raise InputError("controls must be {method: {option: value}}")
         target = body.get("target")  # off the event loop: status polls go on meanwhile
         return await run_in_threadpool(explorer.explain, image, methods, target, controls)
+
+    async def walk(request: Request):
+        body = await _json(request)
+        image = _image(body)
+        return await run_in_threadpool(explorer.walk, image, body.get("target"))
+
+    async def dgn_am(request: Request):
+        body = await _json(request)
+        return await run_in_threadpool(explorer.dgn_am, body.get("class"), body.get("seed", 0))
 
     async def upload(request: Request):
         blob = await _body(request)
@@ -108,6 +116,8 @@ def create_app(explorer: Explorer) -> Starlette:
         Route("/api/choices", guarded(choices)),
         Route("/api/explain", guarded(explain), methods=["POST"]),
         Route("/api/upload", guarded(upload), methods=["POST"]),
+        Route("/api/walk", guarded(walk), methods=["POST"]),
+        Route("/api/dgn_am", guarded(dgn_am), methods=["POST"]),
     ]
     return Starlette(routes=routes)
 
@@ -136,6 +146,15 @@ async def _json(request: Request) -> dict:
     if not isinstance(body, dict):
         raise InputError("the request must be a JSON object")
     return body
+
+
+def _image(body: dict):
+    """The digit of a request: ``pixels`` (784 numbers in [0, 1]) or ``drawing`` (a data URL)."""
+    if "drawing" in body:
+        return _drawing(body["drawing"])
+    if "pixels" in body:
+        return body["pixels"]
+    raise InputError("send the digit as pixels or as a drawing")
 
 
 def _drawing(url) -> object:
