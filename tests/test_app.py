@@ -80,6 +80,18 @@ def test_the_maps_shown_are_the_library_maps(explorer, classifier):
     assert abs(result["ig_delta"] - abs(total - gap) / abs(gap)) < 1e-3
 
 
+def test_a_control_applies_to_every_method_it_fits():
+    controls = {"cam": {"layer": "conv4"}, "smoothgrad": {"samples": 8, "noise": 0.3}}
+    assert method_options("layercam", controls)["layer"] == "conv4"
+    assert method_options("scorecam", controls)["layer"] == "conv4"
+    assert method_options("vargrad", controls) == {"samples": 8, "noise": 0.3}
+    assert method_options("saliency", controls) == {}
+    with pytest.raises(InputError, match="no control group 'gradcam'"):
+        method_options("gradcam", {"gradcam": {"layer": "conv4"}})
+    with pytest.raises(InputError, match="smoothgrad samples must be"):
+        method_options("saliency", {"smoothgrad": {"samples": True}})
+
+
 def test_a_chosen_target_is_explained_and_its_runner_up_is_the_top_other_class(explorer):
     image = explorer.images[3] / 255.0
     result = explorer.explain(image, ["saliency"], 2, {})

@@ -18,7 +18,7 @@ import numpy as np
 from mnistxai import xai
 from mnistxai.models.classifier import predict
 from mnistxai.util.errors import InputError
-from mnistxai.xai import explain
+from mnistxai.xai import explain, registry
 
 # what the page shows at first (DeepLIFT is the sixth: all registered methods can be chosen)
 DEFAULT_METHODS = ("saliency", "integrated_gradients", "gradcam", "occlusion", "lrp", "deeplift")
@@ -27,8 +27,9 @@ CONTROLS = {
     "integrated_gradients": {"steps": 50, "rule": "gauss_legendre"},
     "smoothgrad": {"samples": 50, "noise": 0.15},
     "occlusion": {"window": 4},
-    "gradcam": {"layer": "block3"},
+    "cam": {"layer": "block3"},
 }
+SMOOTHGRAD_FAMILY = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # limits of the controls: a request beyond them is refused (a teacher's laptop stays responsive)
 LIMITS = {"steps": (2, 512), "samples": (1, 256), "noise": (0.0, 1.0), "window": (1, 14)}
 # the methods whose map of "logit a - logit b" answers "why a and not b"
@@ -48,30 +49,48 @@ def signed(method: str, options: dict) -> bool:
 
 
 def method_options(method: str, controls: dict) -> dict:
-    """The registry options of ``method`` from the page's ``controls`` ({method: {name: value}}),
-    checked against ``LIMITS``."""
-    given = dict(controls.get(method, {}))
-    unknown = set(given) - set(CONTROLS.get(method, {}))
-    if unknown:
-        raise InputError(f"{method}: no control {', '.join(sorted(unknown))}")
-    options = {**CONTROLS.get(method, {}), **given}
-    for name, value in options.items():
-        if name in LIMITS:
-            lo, hi = LIMITS[name]
-            if (
-                not isinstance(value, (int, float))
-                or not np.isfinite(value)
-                or not lo <= value <= hi
-            ):
-                raise InputError(f"{method} {name} must be a number in [{lo}, {hi}], got {value!r}")
-    if method == "occlusion":
-        w = int(options.pop("window"))
-        options.update(window=(w, w), stride=(max(1, w // 2),) * 2)
+    """The registry options of ``method`` from the page's ``controls`` ({group: {name: value}},
+    the groups of ``CONTROLS``), checked against ``LIMITS``. A group applies to every method it
+    fits: "smoothgrad" to the SmoothGrad family, "cam" to every method with a ``layer``."""
+    for group, values in controls.items():
+        if group not in CONTROLS:
+            raise InputError(f"no control group {group!r}; the groups are {', '.join(CONTROLS)}")
+        unknown = set(values) - set(CONTROLS[group])
+        if unknown:
+            raise InputError(f"{group}: no control {', '.join(sorted(unknown))}")
+    settings = {g: {**CONTROLS[g], **controls.get(g, {})} for g in CONTROLS}
+    for group, values in settings.items():
+        for name, value in values.items():
+            if name in LIMITS:
+                lo, hi = LIMITS[name]
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, (int, float))
+                    or not np.isfinite(value)
+                    or not lo <= value <= hi
+                ):
+                    raise InputError(
+                        f"{group} {name} must be a number in [{lo}, {hi}], got {value!r}"
+                    )
+    options = {}
     if method == "integrated_gradients":
-        options["steps"] = int(options["steps"])
-    if method == "smoothgrad":
-        options["samples"] = int(options["samples"])
+        ig = settings["integrated_gradients"]
+        options.update(steps=int(ig["steps"]), rule=ig["rule"])
+    if method in SMOOTHGRAD_FAMILY:
+        sg = settings["smoothgrad"]
+        options.update(samples=int(sg["samples"]), noise=float(sg["noise"]))
+    if method == "occlusion":
+        w = int(settings["occlusion"]["window"])
+        options.update(window=(w, w), stride=(max(1, w // 2),) * 2)
+    if _takes_layer(method):
+        options["layer"] = settings["cam"]["layer"]
     return options
+
+
+def _takes_layer(method: str) -> bool:
+    spec = registry.get(method)
+    view = registry.MODELS.get(spec.model)
+    return "layer" in spec.options or (view is not None and "layer" in view.options)
 
 
 def image_from_bytes(blob: bytes, light_background: Optional[bool] = None) -> np.ndarray:
@@ -211,7 +230,7 @@ class Explorer:
           image: float (28, 28) in [0, 1] (MNIST's convention: white ink on black).
           methods: registered method names (at most ``MAX_METHODS``).
           target: the class to explain, or None for the predicted one.
-          controls: {method: {option: value}} for the options of ``CONTROLS``.
+          controls: {group: {option: value}} for the options of ``CONTROLS``.
 
         Returns:
           {"pixels", "top3": [[class, probability]], "target", "runner_up", "maps": {method:

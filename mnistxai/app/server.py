@@ -7,7 +7,7 @@ Routes (JSON unless said otherwise; a bad request gets ``{"error": one line}`` a
     GET  /api/digit/{index}    a test digit: pixels (784 in [0, 1]), label, prediction
     GET  /api/choices?kind=class|misclassified|confused&value=N    indices of test digits
     POST /api/explain          {"pixels": 784 numbers | "drawing": a PNG data URL, "methods": [...],
-                                "target": null | 0..9, "controls": {method: {option: value}}}
+                                "target": null | 0..9, "controls": {group: {option: value}}}
     POST /api/upload           the raw bytes of a picture -> {"pixels"} (as ``--image`` converts)
     POST /api/walk             {"pixels" | "drawing", "target"}: the latent walk to the runner-up
     POST /api/dgn_am           {"class": 0..9, "seed": N}: the generator's image of the class
@@ -90,7 +90,7 @@ def create_app(explorer: Explorer) -> Starlette:
         if not isinstance(controls, dict) or not all(
             isinstance(v, dict) for v in controls.values()
         ):
-            raise InputError("controls must be {method: {option: value}}")
+            raise InputError("controls must be {group: {option: value}}")
         target = body.get("target")  # off the event loop: status polls go on meanwhile
         return await run_in_threadpool(explorer.explain, image, methods, target, controls)
 
