@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--methods", default="saliency,integrated_gradients,smoothgrad")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    if args.images <= 256:  # the steady rate leaves out each run's first batch (compiling)
+        sys.exit("--images must be above 256 (one batch): the first batch of a run is not timed")
     best: dict = {1: {}, args.devices: {}}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
