@@ -34,7 +34,8 @@ def explorer(classifier, mnist_dir, vae_run, generator_run):
 
     images, labels = data.load("mnist", "test", mnist_dir)
     vae, generator = load_vae(vae_run[0]), load_generator(generator_run[0])
-    ex = Explorer(classifier, images[:500], labels[:500], vae, generator)
+    train, _ = data.load("mnist", "train", mnist_dir)
+    ex = Explorer(classifier, images[:500], labels[:500], vae, generator, background=train[:50])
     ex.warm_up()
     assert ex.progress["ready"] and ex.progress["done"] == ex.progress["total"] == 11
     return ex
@@ -90,6 +91,20 @@ def test_a_control_applies_to_every_method_it_fits():
         method_options("gradcam", {"gradcam": {"layer": "conv4"}})
     with pytest.raises(InputError, match="smoothgrad samples must be"):
         method_options("saliency", {"smoothgrad": {"samples": True}})
+
+
+def test_stochastic_and_background_methods_run_and_repeat_exactly(explorer):
+    image = explorer.images[2] / 255.0
+    methods = ["smoothgrad", "vargrad", "expected_gradients", "deeplift_shap", "kernel_shap"]
+    first = explorer.explain(image, methods, None, {"smoothgrad": {"samples": 8}})
+    again = explorer.explain(image, methods, None, {"smoothgrad": {"samples": 8}})
+    for m in methods:
+        values = np.asarray(first["maps"][m]["values"])
+        assert values.shape == (784,) and np.isfinite(values).all() and np.abs(values).max() > 0
+        assert first["maps"][m]["values"] == again["maps"][m]["values"], m  # a fixed stream
+    no_background = Explorer(explorer.classifier)
+    with pytest.raises(InputError, match="needs training images"):
+        no_background.explain(image, ["expected_gradients"], None, {})
 
 
 def test_a_chosen_target_is_explained_and_its_runner_up_is_the_top_other_class(explorer):

@@ -69,17 +69,21 @@ def main(argv=None) -> int:
     from mnistxai import data
     from mnistxai.app.explorer import Explorer
     from mnistxai.app.server import create_app
+    from mnistxai.pipelines.explain import ExplainConfig
+    from mnistxai.pipelines.explain import background_images as _background
     from mnistxai.training.checkpoint import load_classifier, load_generator, load_vae
 
     classifier = load_classifier(args.checkpoint)
     vae = _optional(args.vae, "runs/vae", load_vae)
     generator = _optional(args.generator, "runs/generator", load_generator)
     try:
-        images, labels = data.load("mnist", "test", args.data_dir)
+        images, labels = data.load(classifier.dataset, "test", args.data_dir)
+        config = ExplainConfig(args.checkpoint, (), data_dir=args.data_dir)
+        background = _background(config.for_classifier(classifier))  # as explain runs draw it
     except InputError as e:  # drawing and uploads still work
         print(f"no test digits to pick ({e})", file=sys.stderr)
-        images = labels = None
-    explorer = Explorer(classifier, images, labels, vae, generator)
+        images = labels = background = None
+    explorer = Explorer(classifier, images, labels, vae, generator, background)
     threading.Thread(target=explorer.warm_up, name="warm-up", daemon=True).start()
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

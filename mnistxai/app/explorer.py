@@ -17,6 +17,7 @@ import numpy as np
 
 from mnistxai import xai
 from mnistxai.models.classifier import predict
+from mnistxai.util import streams
 from mnistxai.util.errors import InputError
 from mnistxai.xai import explain, registry
 
@@ -123,10 +124,17 @@ def image_from_bytes(blob: bytes, light_background: Optional[bool] = None) -> np
 
 class Explorer:
     """A classifier and, when given, test digits (uint8 (N, 28, 28), labels) to pick from, a VAE
-    (``VAEModel``: latent walks) and a generator (``GeneratorModel``: DGN-AM)."""
+    (``VAEModel``: latent walks), a generator (``GeneratorModel``: DGN-AM) and training images
+    (uint8) as the background of expected gradients and DeepLIFT-SHAP. The stochastic methods
+    draw from the fixed stream of their name (``streams.key(0, method)``): the same digit gets
+    the same map."""
 
-    def __init__(self, classifier, images=None, labels=None, vae=None, generator=None):
+    def __init__(
+        self, classifier, images=None, labels=None, vae=None, generator=None, background=None
+    ):
         self.classifier = classifier
+        # uint8 (M, 28, 28) training images for the methods that draw baselines from them
+        self.background = None if background is None else _model_input(background)
         self.images, self.labels = images, labels
         self.vae, self.generator = vae, generator
         self.predictions = None
@@ -259,7 +267,9 @@ class Explorer:
             maps, ig_delta = {}, None
             for m in methods:
                 t0 = time.perf_counter()
-                result = explain(m, self.classifier, batch, np.asarray([target]), **options[m])
+                result = explain(
+                    m, self.classifier, batch, np.asarray([target]), **self._extra(m), **options[m]
+                )
                 values = np.asarray(result.attributions, np.float32)[0]
                 maps[m] = {
                     "values": _rounded(values),
@@ -357,6 +367,15 @@ class Explorer:
                 "predicted": int(probs.argmax()),
                 "seconds": round(time.perf_counter() - start, 4),
             }
+
+    def _extra(self, method: str) -> dict:
+        """The key, and the background where the method takes one."""
+        extra = {"key": streams.key(0, method)}
+        if xai.METHODS[method].background:
+            if self.background is None:
+                raise InputError(f"{method} needs training images as its background (--data-dir)")
+            extra["background"] = self.background
+        return extra
 
     def _contrast(self, batch, first: int, second: int, options: dict) -> np.ndarray:
         options = options or method_options(CONTRAST_METHOD, {})
