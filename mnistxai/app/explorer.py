@@ -17,6 +17,7 @@ import numpy as np
 
 from mnistxai import xai
 from mnistxai.models.classifier import predict
+from mnistxai.report.viz import is_signed
 from mnistxai.util import streams
 from mnistxai.util.errors import InputError
 from mnistxai.xai import explain, registry
@@ -33,20 +34,12 @@ CONTROLS = {
 SMOOTHGRAD_FAMILY = ("smoothgrad", "smoothgrad_sq", "vargrad")
 # limits of the controls: a request beyond them is refused (a teacher's laptop stays responsive)
 LIMITS = {"steps": (2, 512), "samples": (1, 256), "noise": (0.0, 1.0), "window": (1, 14)}
-# the methods whose map of "logit a - logit b" answers "why a and not b"
+# the method whose map of "logit a - logit b" answers "why a and not b"
 CONTRAST_METHOD = "integrated_gradients"
 MAX_UPLOAD_BYTES = 5 * 2**20
 MAX_METHODS = 12
 WALK_STEPS = 9  # decoded points of a latent walk, both ends included
 DGN_AM = {"starts": 2, "steps": 150}  # the generator's activation maximization per request
-
-
-def signed(method: str, options: dict) -> bool:
-    """Whether ``method``'s maps have a meaningful sign (drawn diverging around 0)."""
-    if method in ("saliency", "smoothgrad"):
-        return bool(options.get("signed", False))
-    unsigned = ("gradcam", "gradcam_pp", "layercam", "hirescam", "xgradcam", "scorecam", "rise")
-    return method not in unsigned and method not in ("eigencam", "eigengradcam", "ablationcam")
 
 
 def method_options(method: str, controls: dict) -> dict:
@@ -273,7 +266,7 @@ class Explorer:
                 values = np.asarray(result.attributions, np.float32)[0]
                 maps[m] = {
                     "values": _rounded(values),
-                    "signed": signed(m, options[m]),
+                    "signed": is_signed(values),  # drawn diverging around 0, as the report
                     "seconds": round(time.perf_counter() - t0, 4),
                 }
                 if m == "integrated_gradients":
