@@ -29,15 +29,11 @@ def classifier(trained_run):
 
 
 @pytest.fixture(scope="module")
-def explorer(classifier, mnist_dir, vae_run, generator_run):
-    from mnistxai.training.checkpoint import load_generator, load_vae
-
+def explorer(classifier, mnist_dir):
     images, labels = data.load("mnist", "test", mnist_dir)
-    vae, generator = load_vae(vae_run[0]), load_generator(generator_run[0])
-    train, _ = data.load("mnist", "train", mnist_dir)
-    ex = Explorer(classifier, images[:500], labels[:500], vae, generator, background=train[:50])
+    ex = Explorer(classifier, images[:500], labels[:500])
     ex.warm_up()
-    assert ex.progress["ready"] and ex.progress["done"] == ex.progress["total"] == 11
+    assert ex.progress["ready"] and ex.progress["done"] == ex.progress["total"] == 8
     return ex
 
 
@@ -93,20 +89,6 @@ def test_a_control_applies_to_every_method_it_fits():
         method_options("saliency", {"smoothgrad": {"samples": True}})
 
 
-def test_stochastic_and_background_methods_run_and_repeat_exactly(explorer):
-    image = explorer.images[2] / 255.0
-    methods = ["smoothgrad", "vargrad", "expected_gradients", "deeplift_shap", "kernel_shap"]
-    first = explorer.explain(image, methods, None, {"smoothgrad": {"samples": 8}})
-    again = explorer.explain(image, methods, None, {"smoothgrad": {"samples": 8}})
-    for m in methods:
-        values = np.asarray(first["maps"][m]["values"])
-        assert values.shape == (784,) and np.isfinite(values).all() and np.abs(values).max() > 0
-        assert first["maps"][m]["values"] == again["maps"][m]["values"], m  # a fixed stream
-    no_background = Explorer(explorer.classifier)
-    with pytest.raises(InputError, match="needs training images"):
-        no_background.explain(image, ["expected_gradients"], None, {})
-
-
 def test_a_chosen_target_is_explained_and_its_runner_up_is_the_top_other_class(explorer):
     image = explorer.images[3] / 255.0
     result = explorer.explain(image, ["saliency"], 2, {})
@@ -127,41 +109,6 @@ def test_picking_digits_by_class_mistake_and_confused_pair(explorer):
         assert len(hits) == min(count, 40)
         assert all(explorer.labels[i] == true and explorer.predictions[i] == pred for i in hits)
     assert explorer.digit(5)["label"] == int(explorer.labels[5])
-
-
-def test_the_walk_goes_to_the_nearest_digit_of_the_runner_up_class(explorer):
-    image = explorer.images[11] / 255.0
-    shown = explorer.explain(image, ["saliency"], None, {})
-    walk = explorer.walk(image, None)
-    assert (walk["from"], walk["to"]) == (shown["target"], shown["runner_up"])
-    assert explorer.labels[walk["nearest"]] == walk["to"]
-    x = data.to_model_input(explorer.images[11:12])
-    code = np.asarray(explorer.vae.encode(x)[0])[0]
-    others = np.flatnonzero(explorer.labels == walk["to"])
-    distances = ((explorer.codes[others] - code) ** 2).sum(1)
-    assert walk["nearest"] == others[np.argmin(distances)]  # brute force agrees
-    assert len(walk["steps"]) == len(walk["ts"]) == len(walk["p_from"]) == 9
-    assert walk["ts"][0] == 0 and walk["ts"][-1] == 1
-    # the strip's probabilities are the CNN's on the decoded images
-    decoded = np.asarray(walk["steps"], np.float32).reshape(9, 28, 28, 1)
-    p = np.asarray(explorer.classifier.probabilities(decoded))
-    np.testing.assert_allclose(p[:, walk["from"]], walk["p_from"], atol=2e-4)
-    if walk["flipped"]:
-        assert 0 < walk["t_flip"] <= 1
-    else:
-        assert walk["t_flip"] is None
-
-
-def test_dgn_am_makes_a_generator_image_the_same_for_the_same_start(explorer):
-    first, again = explorer.dgn_am(3, 0), explorer.dgn_am(3, 0)
-    assert first["pixels"] == again["pixels"]
-    pixels = np.asarray(first["pixels"])
-    assert pixels.shape == (784,) and pixels.min() >= 0 and pixels.max() <= 1 and pixels.std() > 0
-    p = np.asarray(explorer.classifier.probabilities(pixels.reshape(1, 28, 28, 1)))[0]
-    assert first["predicted"] == int(p.argmax())
-    assert explorer.dgn_am(3, 1)["pixels"] != first["pixels"]
-    with pytest.raises(InputError, match="class must be"):
-        explorer.dgn_am(12)
 
 
 @pytest.mark.parametrize(
@@ -274,6 +221,63 @@ def test_the_server_answers_bad_input_with_a_message_not_a_traceback(server):
     with pytest.raises(urllib.error.HTTPError) as e:
         _get(server + "api/digit/123456")
     assert e.value.code == 400 and "index must be in" in json.loads(e.value.read())["error"]
+
+
+def _pixels(mnist_dir, index):
+    images, labels = data.load("mnist", "test", mnist_dir)
+    return (images[index] / 255.0).reshape(-1).tolist(), labels
+
+
+def test_the_walk_goes_to_the_nearest_digit_of_the_runner_up_class(server, classifier, mnist_dir):
+    # the VAE's and generator's programs compile in the server's process, not in this worker
+    pixels, labels = _pixels(mnist_dir, 11)
+    status, shown = _post(
+        server + "api/explain", json.dumps({"pixels": pixels, "methods": ["saliency"]}).encode()
+    )
+    assert status == 200
+    status, walk = _post(server + "api/walk", json.dumps({"pixels": pixels}).encode())
+    assert status == 200
+    assert (walk["from"], walk["to"]) == (shown["target"], shown["runner_up"])
+    assert labels[walk["nearest"]] == walk["to"]
+    assert len(walk["steps"]) == len(walk["ts"]) == len(walk["p_from"]) == 9
+    assert walk["ts"][0] == 0 and walk["ts"][-1] == 1
+    # the strip's probabilities are the CNN's on the decoded images
+    decoded = np.asarray(walk["steps"], np.float32).reshape(9, 28, 28, 1)
+    p = np.asarray(classifier.probabilities(decoded))
+    np.testing.assert_allclose(p[:, walk["from"]], walk["p_from"], atol=2e-4)
+    assert (walk["t_flip"] is None) == (not walk["flipped"])
+
+
+def test_dgn_am_makes_a_generator_image_the_same_for_the_same_start(server):
+    ask = lambda c, seed: _post(
+        server + "api/dgn_am", json.dumps({"class": c, "seed": seed}).encode()
+    )
+    (s1, first), (s2, again), (s3, other) = ask(3, 0), ask(3, 0), ask(3, 1)
+    assert s1 == s2 == s3 == 200
+    assert first["pixels"] == again["pixels"] and other["pixels"] != first["pixels"]
+    pixels = np.asarray(first["pixels"])
+    assert pixels.shape == (784,) and pixels.min() >= 0 and pixels.max() <= 1 and pixels.std() > 0
+    status, body = ask(12, 0)
+    assert status == 400 and "class must be" in body["error"]
+
+
+def test_stochastic_and_background_methods_run_and_repeat_exactly(server, mnist_dir):
+    pixels, _ = _pixels(mnist_dir, 2)
+    methods = ["smoothgrad", "vargrad", "expected_gradients", "deeplift_shap", "kernel_shap"]
+    request = json.dumps(
+        {"pixels": pixels, "methods": methods, "controls": {"smoothgrad": {"samples": 8}}}
+    ).encode()
+    (s1, first), (s2, again) = (
+        _post(server + "api/explain", request),
+        _post(server + "api/explain", request),
+    )
+    assert s1 == s2 == 200, first
+    for m in methods:
+        values = np.asarray(first["maps"][m]["values"])
+        assert values.shape == (784,) and np.isfinite(values).all() and np.abs(values).max() > 0
+        assert first["maps"][m]["values"] == again["maps"][m]["values"], m  # a fixed stream
+    with pytest.raises(InputError, match="needs training images"):
+        Explorer(None)._extra("expected_gradients")
 
 
 @pytest.mark.skipif(
