@@ -246,17 +246,13 @@ class Explorer:
         for m in methods:
             if m not in xai.METHODS:
                 raise InputError(f"unknown method {m!r}")
-        if target is not None and not (isinstance(target, int) and 0 <= target <= 9):
-            raise InputError(f"target must be a class 0..9 or none, got {target!r}")
+        _check_target(target)
         options = {m: method_options(m, controls) for m in methods}
         contrast_options = method_options(CONTRAST_METHOD, controls)
         batch = _model_input(x[None])
         with self._lock:
             start = time.perf_counter()
-            probs = np.asarray(_probabilities(self.classifier, batch))[0]
-            order = [int(c) for c in np.argsort(probs)[::-1]]
-            target = order[0] if target is None else target
-            runner_up = next(c for c in order if c != target)
+            probs, order, target, runner_up = self._ranked(batch, target)
             maps, ig_delta = {}, None
             for m in methods:
                 t0 = time.perf_counter()
@@ -298,15 +294,11 @@ class Explorer:
         if self.vae is None or self.codes is None:
             raise InputError("no VAE, or its codes of the test digits are not ready yet")
         x = _check_image(image)
-        if target is not None and not (isinstance(target, int) and 0 <= target <= 9):
-            raise InputError(f"target must be a class 0..9 or none, got {target!r}")
+        _check_target(target)
         batch = _model_input(x[None])
         with self._lock:
             start = time.perf_counter()
-            probs = np.asarray(_probabilities(self.classifier, batch))[0]
-            order = [int(c) for c in np.argsort(probs)[::-1]]
-            first = order[0] if target is None else target
-            second = next(c for c in order if c != first)
+            _, _, first, second = self._ranked(batch, target)
             candidates = np.flatnonzero(self.labels == second)
             code = np.asarray(_encode(self.vae, batch))[0]
             nearest = int(candidates[np.argmin(((self.codes[candidates] - code) ** 2).sum(1))])
@@ -361,6 +353,14 @@ class Explorer:
                 "seconds": round(time.perf_counter() - start, 4),
             }
 
+    def _ranked(self, batch, target: Optional[int]) -> tuple:
+        """(probabilities, classes by probability, the class to explain: ``target`` or the
+        predicted one, the runner-up: the most probable other class) of a one-digit batch."""
+        probs = np.asarray(_probabilities(self.classifier, batch))[0]
+        order = [int(c) for c in np.argsort(probs)[::-1]]
+        target = order[0] if target is None else target
+        return probs, order, target, next(c for c in order if c != target)
+
     def _extra(self, method: str) -> dict:
         """The key, and the background where the method takes one."""
         extra = {"key": streams.key(0, method)}
@@ -390,6 +390,11 @@ class Explorer:
 _probabilities = jax.jit(lambda classifier, x: classifier.probabilities(x))
 _logits = jax.jit(lambda classifier, x: classifier.logits(x))
 _encode = jax.jit(lambda vae, x: vae.encode(x)[0])
+
+
+def _check_target(target) -> None:
+    if target is not None and not (isinstance(target, int) and 0 <= target <= 9):
+        raise InputError(f"target must be a class 0..9 or none, got {target!r}")
 
 
 def _check_image(image) -> np.ndarray:

@@ -793,6 +793,7 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
     results["shared_seconds"] = round(time.perf_counter() - t0, 2)
     entries = methods + list(config.baselines)
     context = (run_dir, methods, n, explain_config, classifier, config, first_targets)
+    prepared = {}  # a process's entries, maps dropped, for process 0's merge
     for name in tqdm(entries, desc="evaluate", unit="method", disable=not progress):
         t0 = time.perf_counter()
         entry = _entry(name, *context)
@@ -810,6 +811,7 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
                     __seconds__=seconds,
                     __robust_seconds__=np.asarray(robust_s),
                 )
+            prepared[name] = {**entry, "maps": None}
             continue
         values, robust_s = evaluate_method(name, *inputs)
         scored[name] = _add_row(
@@ -822,9 +824,8 @@ def _evaluate_run(run_dir, out, config, classifier, images, progress, masks=None
             return results
         for name in entries:
             values, robust_s, seconds = _merge_parts(parts / name, starts)
-            entry = _entry(name, *context)
             scored[name] = _add_row(
-                results, per_example, name, entry, values, robust_s, seconds, context
+                results, per_example, name, prepared[name], values, robust_s, seconds, context
             )
     results["concordance"] = add_statistics(results, scored, config)
     write_leaderboard(out, results)
@@ -874,7 +875,7 @@ def _entry(name, run_dir, methods, n, explain_config, classifier, config, first_
 def _add_row(results, per_example, name, entry, values, robust_s, seconds, context) -> dict:
     """Put ``name``'s leaderboard row into ``results`` and its per-example ``values`` into
     ``per_example``; returns ``values``."""
-    n, explain_config, classifier, config = context[2], context[3], context[4], context[5]
+    _, _, n, explain_config, classifier, config, _ = context
     if entry["summary"] is not None:
         results["summaries"][name] = entry["summary"]
     explain_s = entry["explain_seconds"]

@@ -523,13 +523,9 @@ def _explain_run(config, out, classifier, images, labels, progress, max_batches)
     todo = [m for m in config.methods if not (out / f"{m}.npz").exists()]
     predicted = _predict_share(classifier, images, config.batch_size) if todo else None
     together = groups(config, classifier)
-    if jax.process_count() > 1:
-        return _explain_together_processes(
-            config, out, classifier, images, labels, progress, predicted, together
-        )
-    timings = {}
-    for name in config.methods:
-        timing = run_method(
+
+    def run(name: str):
+        return run_method(
             name,
             classifier,
             images,
@@ -541,6 +537,12 @@ def _explain_run(config, out, classifier, images, labels, progress, max_batches)
             predicted,
             together.get(name, ()),
         )
+
+    if jax.process_count() > 1:
+        return _explain_together_processes(config, out, classifier, len(images), run, together)
+    timings = {}
+    for name in config.methods:
+        timing = run(name)
         if timing is None:
             break
         timings[name] = timing
@@ -566,29 +568,17 @@ def _predict_share(classifier, images, batch_size) -> tuple[np.ndarray, np.ndarr
     return preds, probs
 
 
-def _explain_together_processes(
-    config, out, classifier, images, labels, progress, predicted, together
-) -> dict:
+def _explain_together_processes(config, out, classifier, n, run, together) -> dict:
     """``_explain_run``'s loop in a run of several processes: every process its share of every
-    method, then process 0 merges while the others wait."""
-    for name in config.methods:  # run_method: this process's parts only, no merge
-        run_method(
-            name,
-            classifier,
-            images,
-            labels,
-            config,
-            out,
-            progress,
-            None,
-            predicted,
-            together.get(name, ()),
-        )
+    method (``run(name)``: ``run_method``, which does only this process's parts), then
+    process 0 merges the ``n`` images' parts while the others wait."""
+    for name in config.methods:
+        run(name)
     parallel.barrier("mnistxai.explain: parts written")
     if jax.process_index() == 0:
         for name in config.methods:
             if not (out / f"{name}.npz").exists():
-                merge_method(name, len(images), config, out, classifier, together.get(name, ()))
+                merge_method(name, n, config, out, classifier, together.get(name, ()))
     parallel.barrier("mnistxai.explain: merged")
     return {m: json.loads((out / f"{m}.json").read_text()) for m in config.methods}
 
