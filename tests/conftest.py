@@ -1,6 +1,7 @@
 """Shared fixtures. Real MNIST comes from $MNISTXAI_DATA_DIR or ../shared/data/mnist beside the
 repo."""
 
+import gc
 import os
 from pathlib import Path
 
@@ -8,6 +9,19 @@ import jax
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Each XLA:CPU executable holds memory maps until it is released (about 8,000 for one contract
+    test module); a pytest-xdist worker that had run a few hundred tests passed Linux's
+    ``vm.max_map_count`` (65,530) and segfaulted inside an XLA compile.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
